@@ -1,0 +1,122 @@
+"""The ``aigateway`` command: serve, check, keys new, version."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+
+from aigateway import __version__
+from aigateway.config.load import LoadedConfig, load_config
+from aigateway.config.model import compile_name_pattern
+from aigateway.config.support import unenforced
+from aigateway.errors import ConfigError
+from aigateway.keys import digest, new_key
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return int(args.func(args))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aigateway", description="A config-file-driven gateway for LLM APIs."
+    )
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="serve the gateway")
+    serve.add_argument("--config", "-c", default="gateway.yaml", help="path to gateway.yaml")
+    serve.add_argument("--host", help="listen address (overrides server.host)")
+    serve.add_argument("--port", type=int, help="listen port (overrides server.port)")
+    serve.set_defaults(func=_serve)
+
+    check = sub.add_parser("check", help="validate a config file; exit 1 if it is invalid")
+    check.add_argument("path", nargs="?", default="gateway.yaml")
+    check.set_defaults(func=_check)
+
+    keys = sub.add_parser("keys", help="gateway keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    new = keys_sub.add_parser("new", help="print a new key once, and its YAML entry")
+    new.add_argument("--project", required=True)
+    new.add_argument("--id", help="key id (default: <project>-<random>)")
+    new.set_defaults(func=_keys_new)
+
+    version = sub.add_parser("version", help="print the version")
+    version.set_defaults(func=lambda _args: print(f"aigateway {__version__}") or 0)
+    return parser
+
+
+def _load(path: str) -> LoadedConfig | None:
+    try:
+        return load_config(path, os.environ)
+    except ConfigError as exc:
+        print(f"{path}: invalid configuration", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
+
+
+def _check(args: argparse.Namespace) -> int:
+    loaded = _load(args.path)
+    if loaded is None:
+        return 1
+    cfg = loaded.config
+    print(
+        f"{args.path}: ok (sha256 {loaded.sha256[:12]}): {len(cfg.providers)} providers, "
+        f"{len(cfg.models)} models, {len(cfg.projects)} projects, {len(cfg.keys)} keys"
+    )
+    for warning in unenforced(cfg):
+        print(f"  warning: {warning}")
+    return 0
+
+
+def _keys_new(args: argparse.Namespace) -> int:
+    names = compile_name_pattern()
+    key_id = args.id or f"{args.project}-{secrets.token_hex(3)}"
+    for label, value in (("--project", args.project), ("--id", key_id)):
+        if not names.match(value):
+            print(f"{label}: letters, digits and . _ : / @ + - only", file=sys.stderr)
+            return 2
+    key = new_key()
+    print(f"key (shown once; give it to the client, the gateway keeps only its digest):\n{key}\n")
+    print("add under keys: in gateway.yaml:")
+    print(f'  - {{id: {key_id}, project: {args.project}, sha256: "{digest(key)}"}}')
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    loaded = _load(args.config)
+    if loaded is None:
+        return 1
+    from aiohttp import web
+
+    from aigateway.app import create_app
+    from aigateway.observability import configure_logging, get_logger
+
+    server = loaded.config.server
+    configure_logging(fmt=server.log_format, level=server.log_level)
+    log = get_logger("aigateway")
+    for warning in unenforced(loaded.config):
+        log.warning("config feature not enforced", detail=warning)
+    host = args.host or server.host
+    port = server.port if args.port is None else args.port
+    log.info("serving", version=__version__, host=host, port=port,
+             config=args.config, config_sha256=loaded.sha256)
+    web.run_app(
+        create_app(loaded),
+        host=host,
+        port=port,
+        keepalive_timeout=server.keepalive_timeout_s,
+        shutdown_timeout=server.shutdown_grace_s,
+        access_log=None,
+        print=None,
+    )
+    log.info("stopped")
+    return 0

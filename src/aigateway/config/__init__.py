@@ -1,0 +1,1 @@
+"""gateway.yaml: the typed model (``model``) and the loader (``load``)."""

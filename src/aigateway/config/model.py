@@ -1,0 +1,312 @@
+"""gateway.yaml, version 1, as typed, frozen pydantic models.
+
+Unknown keys are rejected everywhere (a typo is an error, never a silent no-op).
+Secrets are ``SecretStr`` so they never show in a repr, a log line or an error.
+Cross-references (a route naming a provider that exists, ...) are checked by
+``GatewayConfig.problems()``, which returns YAML paths so the loader can add lines.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    model_validator,
+)
+
+Path = tuple[str | int, ...]
+
+_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
+Name = Annotated[str, StringConstraints(pattern=_NAME_RE)]
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Label = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/ -]{0,128}$")]
+LabelKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegDecimal = Annotated[Decimal, Field(ge=0)]
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("must carry a time zone, e.g. 2027-01-01T00:00:00Z")
+    return value
+
+
+AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- static sections -------------------------------------------------------------------
+
+
+class ServerConfig(Strict):
+    """Listener settings. Static: a change needs a restart."""
+
+    host: str = "0.0.0.0"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    max_body_bytes: PositiveInt = 4 * 1024 * 1024
+    #: idle keep-alive connections are closed after this (also bounds slowloris)
+    keepalive_timeout_s: Annotated[float, Field(gt=0)] = 75.0
+    #: SIGTERM: in-flight requests and streams get this long to finish
+    shutdown_grace_s: Annotated[float, Field(ge=0)] = 30.0
+    #: connections the gateway keeps to all upstreams together
+    upstream_max_connections: PositiveInt = 1000
+    #: access log format: one JSON object per line, or key=value for humans
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class AdminConfig(Strict):
+    key_sha256: Sha256Hex
+
+
+class StateConfig(Strict):
+    backend: Literal["memory", "redis"] = "memory"
+    url: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _url_for_redis(self) -> StateConfig:
+        if self.backend == "redis" and self.url is None:
+            raise ValueError("backend 'redis' needs 'url', e.g. \"${REDIS_URL}\"")
+        return self
+
+
+LogMode = Literal["full", "metadata"]
+
+
+class PromptLogConfig(Strict):
+    path: str = "./data/prompts.sqlite"
+    mode: LogMode = "full"
+    durability: Literal["strict", "async"] = "strict"
+
+
+# --- providers -------------------------------------------------------------------------
+
+
+class Timeouts(Strict):
+    connect_s: Annotated[float, Field(gt=0)] = 10.0
+    #: longest silence while waiting for response headers or the next stream chunk
+    read_s: Annotated[float, Field(gt=0)] = 300.0
+    #: whole request, streams included; unset = no overall cap
+    total_s: Annotated[float, Field(gt=0)] | None = None
+
+
+class _ProviderBase(Strict):
+    timeouts: Timeouts = Timeouts()
+    #: extra headers sent upstream with every request (values may be ${ENV})
+    headers: dict[str, str] = {}
+
+
+class OpenAIProvider(_ProviderBase):
+    """OpenAI itself or any OpenAI-compatible server (vLLM, Ollama, DeepSeek, ...)."""
+
+    type: Literal["openai"]
+    base_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")] = (
+        "https://api.openai.com/v1"
+    )
+    api_key: SecretStr | None = None
+    #: send stream_options.include_usage upstream (some servers reject it)
+    stream_usage: bool = True
+
+
+class MockProvider(_ProviderBase):
+    """Built in, offline: deterministic OpenAI-shaped answers for trials and load tests."""
+
+    type: Literal["mock"]
+    #: fixed reply text; default: a sentence derived from the prompt
+    reply: str | None = None
+    stream_chunks: Annotated[int, Field(ge=1, le=10_000)] = 8
+    chunk_delay_ms: Annotated[float, Field(ge=0)] = 0.0
+    latency_ms: Annotated[float, Field(ge=0)] = 0.0
+    #: fraction of requests that fail with error_status (deterministic sequence)
+    error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    error_status: Annotated[int, Field(ge=400, le=599)] = 503
+    embedding_dimensions: Annotated[int, Field(ge=1, le=8192)] = 16
+
+
+ProviderConfig = Annotated[OpenAIProvider | MockProvider, Field(discriminator="type")]
+
+
+# --- routing ---------------------------------------------------------------------------
+
+RetryOn = Literal[408, 409, 429, 500, 502, 503, 504, 529, "timeout", "connect"]
+
+
+class RetryPolicy(Strict):
+    attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    initial_backoff_s: Annotated[float, Field(ge=0)] = 0.25
+    max_backoff_s: Annotated[float, Field(ge=0)] = 8.0
+    retry_on: list[RetryOn] = [429, 500, 502, 503, 504, 529, "timeout", "connect"]
+
+
+class Target(Strict):
+    provider: Name
+    #: the model name sent upstream
+    model: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    weight: Annotated[int, Field(ge=0)] = 1
+
+
+Strategy = Literal["fallback", "weighted", "round_robin", "least_latency", "least_busy"]
+
+
+class Route(Strict):
+    targets: Annotated[list[Target], Field(min_length=1)]
+    strategy: Strategy = "fallback"
+    retry: Name | None = None
+    #: shown in /v1/models as owned_by
+    owned_by: str = "aigateway"
+
+
+class Price(Strict):
+    input_per_mtok: NonNegDecimal
+    output_per_mtok: NonNegDecimal
+    cached_input_per_mtok: NonNegDecimal | None = None
+    cache_write_per_mtok: NonNegDecimal | None = None
+
+
+# --- tenants ---------------------------------------------------------------------------
+
+
+class RateLimits(Strict):
+    rpm: PositiveInt | None = None
+    tpm: PositiveInt | None = None
+    concurrency: PositiveInt | None = None
+
+
+class Budget(Strict):
+    window: Literal["day", "week", "month", "total"]
+    usd: NonNegDecimal | None = None
+    tokens: Annotated[int, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _has_limit(self) -> Budget:
+        if self.usd is None and self.tokens is None:
+            raise ValueError("a budget needs 'usd', 'tokens' or both")
+        return self
+
+
+class Project(Strict):
+    #: route names this project may use; unset = all
+    models: list[Name] | None = None
+    rate_limits: RateLimits | None = None
+    budgets: list[Budget] = []
+    prompt_log: LogMode | None = None
+    provider_keys: dict[Name, SecretStr] = {}
+    labels: dict[LabelKey, Label] = {}
+
+
+class Key(Strict):
+    id: Name
+    project: Name
+    sha256: Sha256Hex
+    #: narrows the project's allow-list further; unset = the project's
+    models: list[Name] | None = None
+    rate_limits: RateLimits | None = None
+    expires_at: AwareDatetime | None = None
+    disabled: bool = False
+    labels: dict[LabelKey, Label] = {}
+
+
+# --- the file --------------------------------------------------------------------------
+
+
+class GatewayConfig(Strict):
+    version: Literal[1]
+    server: ServerConfig = ServerConfig()
+    admin: AdminConfig | None = None
+    state: StateConfig = StateConfig()
+    prompt_log: PromptLogConfig | None = None
+    providers: Annotated[dict[Name, ProviderConfig], Field(min_length=1)]
+    retry_policies: dict[Name, RetryPolicy] = {}
+    models: Annotated[dict[Name, Route], Field(min_length=1)]
+    pricing: dict[str, Price] = {}
+    projects: dict[Name, Project] = {}
+    keys: list[Key] = []
+
+    def problems(self) -> list[tuple[Path, str]]:
+        """Cross-reference errors, each with the YAML path it concerns."""
+        out: list[tuple[Path, str]] = []
+        for route_name, route in self.models.items():
+            for i, target in enumerate(route.targets):
+                if target.provider not in self.providers:
+                    out.append(
+                        (
+                            ("models", route_name, "targets", i, "provider"),
+                            f"unknown provider {target.provider!r}"
+                            f"{_suggest(target.provider, self.providers)}",
+                        )
+                    )
+            if route.retry is not None and route.retry not in self.retry_policies:
+                out.append(
+                    (
+                        ("models", route_name, "retry"),
+                        f"unknown retry policy {route.retry!r}"
+                        f"{_suggest(route.retry, self.retry_policies)}",
+                    )
+                )
+            if route.strategy == "weighted" and not any(t.weight for t in route.targets):
+                out.append((("models", route_name, "targets"), "all weights are 0"))
+        for project_name, project in self.projects.items():
+            out += self._check_models(("projects", project_name, "models"), project.models)
+            for provider in project.provider_keys:
+                if provider not in self.providers:
+                    out.append(
+                        (
+                            ("projects", project_name, "provider_keys", provider),
+                            f"unknown provider {provider!r}"
+                            f"{_suggest(provider, self.providers)}",
+                        )
+                    )
+        seen_ids: dict[str, int] = {}
+        seen_digests: dict[str, int] = {}
+        for i, key in enumerate(self.keys):
+            if key.project not in self.projects:
+                out.append(
+                    (
+                        ("keys", i, "project"),
+                        f"unknown project {key.project!r}{_suggest(key.project, self.projects)}",
+                    )
+                )
+            out += self._check_models(("keys", i, "models"), key.models)
+            if key.id in seen_ids:
+                out.append((("keys", i, "id"), f"duplicate key id (also keys[{seen_ids[key.id]}])"))
+            seen_ids.setdefault(key.id, i)
+            if key.sha256 in seen_digests:
+                out.append(
+                    (
+                        ("keys", i, "sha256"),
+                        f"the same digest as keys[{seen_digests[key.sha256]}]",
+                    )
+                )
+            seen_digests.setdefault(key.sha256, i)
+        return out
+
+    def _check_models(self, path: Path, names: list[str] | None) -> list[tuple[Path, str]]:
+        return [
+            ((*path, j), f"unknown model {name!r}{_suggest(name, self.models)}")
+            for j, name in enumerate(names or ())
+            if name not in self.models
+        ]
+
+
+def _suggest(name: str, known: object) -> str:
+    import difflib
+
+    names = [str(n) for n in known]  # type: ignore[attr-defined]
+    close = difflib.get_close_matches(name, names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def compile_name_pattern() -> re.Pattern[str]:
+    return re.compile(_NAME_RE)

@@ -1,0 +1,1 @@
+"""Pipeline middlewares: each a small object configured once per config snapshot."""

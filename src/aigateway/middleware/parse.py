@@ -1,0 +1,101 @@
+"""Read the body once, parse it as JSON, validate the fields the gateway relies on.
+
+Every malformed input is a 4xx in the OpenAI error shape: a body over the limit
+(413), one that is not JSON (415 for another media type, 400 for bad JSON, bad
+UTF-8, NaN/Infinity or nesting too deep), or a schema error (400 naming the field).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aigateway.errors import InvalidRequest, UnsupportedMediaType
+from aigateway.pipeline import Handler, Reply, RequestContext
+from aigateway.wire import validate_chat, validate_embeddings
+
+#: deepest nesting accepted; far beyond any real request, far below the C stack
+MAX_DEPTH = 64
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        raise InvalidRequest("The request body is empty; send a JSON object.")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid UTF-8 (byte {exc.start}).") from None
+    if _too_deep(text):
+        raise InvalidRequest(f"The request body is nested deeper than {MAX_DEPTH} levels.")
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise InvalidRequest("The request body is nested too deeply.") from None
+    except ValueError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {_short(exc)}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return data
+
+
+def _too_deep(text: str) -> bool:
+    """Cheap pre-check: only bodies with many brackets are scanned properly."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return False
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def _short(exc: ValueError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} (line {exc.lineno}, column {exc.colno})"
+    return str(exc)[:200]
+
+
+#: media types whose body may be JSON; curl -d sends form-urlencoded unless told otherwise
+_LENIENT_MEDIA = frozenset({"application/json", "text/plain", "application/x-www-form-urlencoded"})
+
+
+def _is_json_media(content_type: str | None) -> bool:
+    if not content_type:
+        return True  # the body decides
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media in _LENIENT_MEDIA or media.endswith("+json")
+
+
+class ParseBody:
+    async def __call__(self, ctx: RequestContext, call_next: Handler) -> Reply:
+        if not _is_json_media(ctx.headers.get("content-type")):
+            raise UnsupportedMediaType(
+                "Send the request body as JSON with 'Content-Type: application/json'."
+            )
+        body = parse_json(await ctx.read_body())
+        if ctx.endpoint == "chat":
+            req = validate_chat(body)
+            ctx.stream = req.stream
+            ctx.client_wants_usage = bool(req.stream_options and req.stream_options.include_usage)
+        else:
+            validate_embeddings(body)
+        ctx.body = body
+        return await call_next(ctx)

@@ -1,0 +1,50 @@
+"""Serves the built-in ``mock`` provider in-process, with its configured timing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+
+from aigateway.config.model import Timeouts
+from aigateway.errors import UpstreamTimeout
+from aigateway.providers.base import UpstreamRequest
+from aigateway.providers.mock import MockEngine, MockPlan
+from aigateway.upstream import MAX_RESPONSE_BYTES, UpstreamResponse
+
+
+class MockTransport:
+    def __init__(self, engine: MockEngine) -> None:
+        self._engine = engine
+
+    async def open(self, req: UpstreamRequest, timeouts: Timeouts) -> UpstreamResponse:
+        plan = self._engine.plan(req, now=int(time.time()))
+        if plan.latency_s:
+            if plan.latency_s > timeouts.read_s:
+                await asyncio.sleep(timeouts.read_s)
+                raise UpstreamTimeout("The provider did not answer in time.")
+            await asyncio.sleep(plan.latency_s)
+        return _MockResponse(plan)
+
+
+class _MockResponse:
+    def __init__(self, plan: MockPlan) -> None:
+        self._plan = plan
+        self.status = plan.status
+        self.headers: Mapping[str, str] = plan.headers
+
+    async def read(self, limit: int = MAX_RESPONSE_BYTES) -> bytes:
+        return self._plan.body[:limit]
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        if not self._plan.events:
+            yield self._plan.body
+            return
+        delay = self._plan.chunk_delay_s
+        for event in self._plan.events:
+            if delay:
+                await asyncio.sleep(delay)
+            yield event
+
+    def release(self) -> None:
+        pass

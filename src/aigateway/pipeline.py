@@ -1,0 +1,106 @@
+"""The request pipeline: a context, two kinds of reply, and a chain of middlewares.
+
+The chain lives inside one aiohttp handler (aiohttp freezes ``app.middlewares`` at
+start-up; ours is rebuilt with every config). A middleware is a small object
+configured once, called as ``await mw(ctx, call_next)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from aigateway.config.model import Key, Project, Route, Target
+from aigateway.providers.base import Chunk
+from aigateway.wire import Usage
+
+Endpoint = Literal["chat", "embeddings"]
+
+
+@dataclass(slots=True)
+class Attempt:
+    provider: str
+    model: str
+    status: int | None = None
+    error_class: str | None = None
+    latency_s: float = 0.0
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    endpoint: Endpoint
+    headers: Mapping[str, str]
+    #: reads the request body (bounded by server.max_body_bytes)
+    read_body: Callable[[], Awaitable[bytes]]
+    started: float = field(default_factory=time.perf_counter)
+    # set by auth
+    key: Key | None = None
+    project_name: str | None = None
+    project: Project | None = None
+    #: route names the key may use; None = all
+    allowed_routes: frozenset[str] | None = None
+    # set by parse
+    body: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    client_wants_usage: bool = False
+    # set by route
+    route_name: str | None = None
+    route: Route | None = None
+    # set by the proxy
+    target: Target | None = None
+    served_model: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    usage: Usage | None = None
+    upstream_s: float = 0.0
+    first_byte_s: float | None = None
+    status: int = 0
+    error_class: str | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
+
+    def overhead_ms(self) -> float:
+        """Wall time so far minus time spent waiting on upstreams."""
+        return max(0.0, (time.perf_counter() - self.started - self.upstream_s) * 1000)
+
+
+@dataclass(slots=True)
+class JsonReply:
+    status: int
+    body: dict[str, Any]
+    #: the body's JSON when it is exactly ``body`` (saves re-encoding)
+    raw: bytes | None = None
+
+
+@dataclass(slots=True)
+class StreamReply:
+    """A stream of chunks; the handler writes ``data: [DONE]`` if it ends cleanly.
+
+    The iterator raising a ``GatewayError`` after chunks were sent ends the stream
+    with an error event and no ``[DONE]``. The handler always ``aclose()``s it.
+    """
+
+    chunks: AsyncGenerator[Chunk, None]
+
+
+Reply = JsonReply | StreamReply
+Handler = Callable[[RequestContext], Awaitable[Reply]]
+
+
+class Middleware(Protocol):
+    async def __call__(self, ctx: RequestContext, call_next: Handler) -> Reply: ...
+
+
+def build_chain(middlewares: Sequence[Middleware], terminal: Handler) -> Handler:
+    handler = terminal
+    for mw in reversed(middlewares):
+        handler = _bind(mw, handler)
+    return handler
+
+
+def _bind(mw: Middleware, call_next: Handler) -> Handler:
+    async def step(ctx: RequestContext) -> Reply:
+        return await mw(ctx, call_next)
+
+    return step

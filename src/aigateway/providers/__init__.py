@@ -1,0 +1,1 @@
+"""Provider adapters: pure translation between the gateway and each provider's API."""

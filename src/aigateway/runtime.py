@@ -1,0 +1,93 @@
+"""The runtime: one immutable snapshot of everything a config implies.
+
+A request reads ``holder.current`` once and finishes on that snapshot; a reload
+builds a complete new snapshot and swaps one reference, so no request ever sees
+half of one config and half of another.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aigateway.config.load import LoadedConfig
+from aigateway.config.model import GatewayConfig, MockProvider, OpenAIProvider
+from aigateway.keys import KeyIndex
+from aigateway.middleware.auth import Authenticate
+from aigateway.middleware.observe import Observe
+from aigateway.middleware.parse import ParseBody
+from aigateway.middleware.route import ResolveRoute
+from aigateway.mock_transport import MockTransport
+from aigateway.observability import Metrics
+from aigateway.pipeline import Handler, build_chain
+from aigateway.providers.mock import MockEngine
+from aigateway.providers.openai import OpenAIAdapter
+from aigateway.proxy import ProviderHandle, Proxy
+from aigateway.upstream import Transport
+
+
+@dataclass(frozen=True)
+class Runtime:
+    loaded: LoadedConfig
+    keys: KeyIndex
+    providers: Mapping[str, ProviderHandle]
+    #: the whole pipeline for a chat or embeddings request
+    handler: Handler
+    #: when this snapshot was built (unix seconds); /v1/models shows it as ``created``
+    created: int
+
+    @property
+    def config(self) -> GatewayConfig:
+        return self.loaded.config
+
+
+def build_runtime(
+    loaded: LoadedConfig, *, http: Transport, metrics: Metrics, logger: Any
+) -> Runtime:
+    config = loaded.config
+    keys = KeyIndex(config.keys, config.projects)
+    providers = {name: _provider(name, p, http) for name, p in config.providers.items()}
+    chain = build_chain(
+        [Observe(metrics, logger), Authenticate(keys), ParseBody(), ResolveRoute(config.models)],
+        Proxy(providers),
+    )
+    return Runtime(
+        loaded=loaded, keys=keys, providers=providers, handler=chain, created=int(time.time())
+    )
+
+
+def _provider(name: str, cfg: OpenAIProvider | MockProvider, http: Transport) -> ProviderHandle:
+    if isinstance(cfg, MockProvider):
+        return ProviderHandle(
+            name,
+            OpenAIAdapter(f"mock://{name}", api_key=None, headers=cfg.headers),
+            MockTransport(MockEngine(cfg)),
+            cfg.timeouts,
+            (),
+        )
+    secret = cfg.api_key.get_secret_value() if cfg.api_key else None
+    return ProviderHandle(
+        name,
+        OpenAIAdapter(cfg.base_url, api_key=secret, headers=cfg.headers,
+                      stream_usage=cfg.stream_usage),
+        http,
+        cfg.timeouts,
+        (secret,) if secret else (),
+    )
+
+
+class RuntimeHolder:
+    """Holds the serving snapshot; ``swap`` is the only way to change it."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._current = runtime
+
+    @property
+    def current(self) -> Runtime:
+        return self._current
+
+    def swap(self, runtime: Runtime) -> Runtime:
+        old, self._current = self._current, runtime
+        return old

@@ -1,0 +1,85 @@
+"""Server-sent events, sans-IO: feed bytes in any slicing, get whole events out.
+
+Follows the WHATWG grammar the SDKs use: events end at a blank line; lines end in
+CRLF, LF or CR; ``data`` lines join with LF; lines starting with ':' are comments.
+Memory is bounded: an event larger than ``max_event_bytes`` is an error, never an
+unbounded buffer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class SSEError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    data: bytes
+    event: str | None = None
+
+
+class SSEDecoder:
+    def __init__(self, max_event_bytes: int = 16 * 1024 * 1024) -> None:
+        self._buf = b""
+        self._max = max_event_bytes
+
+    def feed(self, data: bytes) -> list[SSEEvent]:
+        buf = self._buf + data if self._buf else data
+        if b"\r" in buf:
+            # A CR at the very end may be the first half of a CRLF: keep it back.
+            held = buf.endswith(b"\r")
+            if held:
+                buf = buf[:-1]
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            if held:
+                buf += b"\r"
+        events: list[SSEEvent] = []
+        start = 0
+        while True:
+            end = buf.find(b"\n\n", start)
+            if end < 0:
+                break
+            event = _parse_block(buf[start:end])
+            if event is not None:
+                events.append(event)
+            start = end + 2
+        self._buf = buf[start:]
+        if len(self._buf) > self._max:
+            raise SSEError(f"an event is larger than {self._max} bytes")
+        return events
+
+    def end(self) -> list[SSEEvent]:
+        """The stream closed: a final event without its blank line still counts."""
+        rest, self._buf = self._buf.rstrip(b"\r\n"), b""
+        if not rest:
+            return []
+        event = _parse_block(rest.replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
+        return [event] if event is not None else []
+
+
+def _parse_block(block: bytes) -> SSEEvent | None:
+    if block.startswith(b"data: ") and b"\n" not in block:
+        return SSEEvent(block[6:])  # the common case: one data line
+    data: list[bytes] = []
+    event: str | None = None
+    for line in block.split(b"\n"):
+        if not line or line.startswith(b":"):
+            continue
+        field, _, value = line.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        if field == b"data":
+            data.append(value)
+        elif field == b"event":
+            event = value.decode("utf-8", "replace")
+    if not data and event is None:
+        return None
+    return SSEEvent(b"\n".join(data), event)
+
+
+def encode_event(data: bytes, event: str | None = None) -> bytes:
+    head = b"event: " + event.encode() + b"\n" if event else b""
+    return head + b"data: " + data + b"\n\n"

@@ -1,0 +1,133 @@
+"""The only module that talks to providers over the network.
+
+``HttpTransport`` sends an adapter's ``UpstreamRequest`` through one shared
+aiohttp session (pooled, keep-alive connections) and maps every transport failure
+to the gateway's errors, without ever putting a request's headers (which carry
+credentials) into a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
+
+import aiohttp
+
+from aigateway.config.model import Timeouts
+from aigateway.errors import (
+    GatewayError,
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+from aigateway.providers.base import UpstreamRequest
+
+#: largest non-streamed upstream body the gateway will hold in memory
+MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+#: largest error body read (the rest is discarded)
+MAX_ERROR_BYTES = 64 * 1024
+
+
+class UpstreamResponse(Protocol):
+    status: int
+    headers: Mapping[str, str]
+
+    async def read(self, limit: int = MAX_RESPONSE_BYTES) -> bytes: ...
+
+    def iter_chunks(self) -> AsyncIterator[bytes]: ...
+
+    def release(self) -> None: ...
+
+
+class Transport(Protocol):
+    async def open(self, req: UpstreamRequest, timeouts: Timeouts) -> UpstreamResponse: ...
+
+
+def client_timeout(t: Timeouts) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=t.total_s, sock_connect=t.connect_s, sock_read=t.read_s)
+
+
+def new_session(max_connections: int) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=max_connections, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=True,
+        skip_auto_headers=("User-Agent",),
+        raise_for_status=False,
+    )
+
+
+class HttpTransport:
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+        self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
+
+    async def open(self, req: UpstreamRequest, timeouts: Timeouts) -> UpstreamResponse:
+        timeout = self._timeouts.get(timeouts)
+        if timeout is None:
+            timeout = self._timeouts[timeouts] = client_timeout(timeouts)
+        try:
+            resp = await self._session.request(
+                req.method, req.url, data=req.body, headers=dict(req.headers), timeout=timeout
+            )
+        except BaseException as exc:
+            raise _map(exc, before_response=True) from None
+        return _HttpResponse(resp)
+
+
+class _HttpResponse:
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.headers: Mapping[str, str] = resp.headers
+
+    async def read(self, limit: int = MAX_RESPONSE_BYTES) -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        try:
+            async for data in self._resp.content.iter_any():
+                size += len(data)
+                if size > limit:
+                    raise UpstreamProtocolError(
+                        f"The provider's response is larger than {limit} bytes."
+                    )
+                parts.append(data)
+        except GatewayError:
+            raise
+        except BaseException as exc:
+            raise _map(exc, before_response=False) from None
+        return b"".join(parts)
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        it = self._resp.content.iter_any().__aiter__()
+        while True:
+            try:
+                data = await it.__anext__()
+            except StopAsyncIteration:
+                return
+            except BaseException as exc:
+                raise _map(exc, before_response=False) from None
+            yield data
+
+    def release(self) -> None:
+        self._resp.release()
+
+
+def _map(exc: BaseException, *, before_response: bool) -> BaseException:
+    """Transport exception → gateway error. Never uses ``repr`` (it carries headers)."""
+    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+        return exc
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return UpstreamTimeout("The provider did not answer in time.")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return UpstreamProtocolError("The provider's connection broke during the response.")
+    if isinstance(exc, aiohttp.ClientConnectionError | OSError):
+        if before_response:
+            return UpstreamConnectError("Could not reach the provider.")
+        return UpstreamProtocolError("The provider's connection broke during the response.")
+    if isinstance(exc, aiohttp.ClientError):
+        return UpstreamProtocolError("The provider's answer could not be read.")
+    return exc

@@ -1,0 +1,141 @@
+"""OpenAI wire types the gateway inspects: request validation and usage.
+
+Requests are validated, never rebuilt: the validated models only check the fields
+the gateway relies on (``extra="allow"``), and the caller's dict is forwarded, so
+fields we do not know about still reach the provider unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from aigateway.errors import InvalidRequest
+
+ModelName = Annotated[
+    str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+MAX_MESSAGES = 100_000
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ContentPart(_Open):
+    type: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class ChatMessage(_Open):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+
+class StreamOptions(_Open):
+    include_usage: bool = False
+
+
+class ChatRequest(_Open):
+    model: ModelName
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    n: Annotated[int, Field(ge=1, le=128)] | None = None
+
+
+class EmbeddingsRequest(_Open):
+    model: ModelName
+    input: (
+        Annotated[str, StringConstraints(min_length=1)]
+        | Annotated[list[str], Field(min_length=1, max_length=2048)]
+        | Annotated[list[int], Field(min_length=1)]
+        | Annotated[list[list[int]], Field(min_length=1, max_length=2048)]
+    )
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Annotated[int, Field(ge=1)] | None = None
+
+
+def validate_chat(body: dict[str, Any]) -> ChatRequest:
+    return _validate(ChatRequest, body)
+
+
+def validate_embeddings(body: dict[str, Any]) -> EmbeddingsRequest:
+    return _validate(EmbeddingsRequest, body)
+
+
+def _validate(model: type[_M], body: dict[str, Any]) -> _M:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        loc = _dotted(first["loc"])
+        raise InvalidRequest(f"Invalid '{loc}': {first['msg']}", param=loc) from None
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not out:
+            out = part
+        elif part in ("str", "list[ContentPart]", "none") or part.startswith(
+            ("list[", "constrained-")
+        ):
+            continue  # union branch names add nothing for the caller
+        else:
+            out += f".{part}"
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one exchange, OpenAI semantics.
+
+    ``cached_tokens`` is part of ``prompt_tokens``; ``reasoning_tokens`` is part of
+    ``completion_tokens``.
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def from_openai(cls, usage: Any) -> Usage | None:
+        """Read an OpenAI ``usage`` object; None when absent or malformed."""
+        if not isinstance(usage, dict):
+            return None
+        prompt = usage.get("prompt_tokens")
+        completion = usage.get("completion_tokens", 0)
+        if not isinstance(prompt, int) or not isinstance(completion, int):
+            return None
+        details = usage.get("prompt_tokens_details") or {}
+        out_details = usage.get("completion_tokens_details") or {}
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        reasoning = out_details.get("reasoning_tokens") if isinstance(out_details, dict) else None
+        return cls(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cached_tokens=cached if isinstance(cached, int) else 0,
+            reasoning_tokens=reasoning if isinstance(reasoning, int) else 0,
+        )
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+        }
