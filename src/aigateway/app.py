@@ -59,7 +59,9 @@ def _dumps(obj: Any) -> bytes:
 def error_response(exc: GatewayError, rid: str) -> web.Response:
     headers = {**exc.headers, "x-request-id": rid}
     return web.Response(
-        status=exc.status, body=_dumps(exc.openai_body()), headers=headers,
+        status=exc.status,
+        body=_dumps(exc.openai_body()),
+        headers=headers,
         content_type="application/json",
     )
 
@@ -100,8 +102,11 @@ async def _run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         return web.Response(
             status=reply.status, body=body, headers=headers, content_type="application/json"
         )
-    return await _stream(request, reply, {**headers, **_SSE_HEADERS,
-                                          "x-aigateway-overhead-ms": f"{ctx.overhead_ms():.3f}"})
+    return await _stream(
+        request,
+        reply,
+        {**headers, **_SSE_HEADERS, "x-aigateway-overhead-ms": f"{ctx.overhead_ms():.3f}"},
+    )
 
 
 async def _stream(
@@ -150,7 +155,8 @@ async def get_model(request: web.Request) -> web.Response:
     except GatewayError as exc:
         return error_response(exc, rid)
     return web.json_response(
-        _model_entry(runtime, name), headers={"x-request-id": rid},
+        _model_entry(runtime, name),
+        headers={"x-request-id": rid},
         dumps=_json_str,
     )
 
@@ -209,7 +215,8 @@ async def edge(request: web.Request, handler: Any) -> web.StreamResponse:
     except web.HTTPException as exc:
         err_type, code = _HTTP_ERRORS.get(exc.status, ("invalid_request_error", "http_error"))
         message = (
-            f"Unknown path: {request.method} {request.path[:200]}" if exc.status == 404
+            f"Unknown path: {request.method} {request.path[:200]}"
+            if exc.status == 404
             else exc.reason
         )
         err = InvalidRequest(message, code=code)
@@ -222,8 +229,8 @@ async def edge(request: web.Request, handler: Any) -> web.StreamResponse:
         return resp
     except Exception:
         get_logger("aigateway.app").exception("unhandled error", path=request.path[:200])
-        err = GatewayError("The gateway failed to handle this request.", code="internal_error")
-        return error_response(err, request_id(request.headers))
+        failure = GatewayError("The gateway failed to handle this request.", code="internal_error")
+        return error_response(failure, request_id(request.headers))
     if not resp.prepared and "x-request-id" not in resp.headers:
         resp.headers["x-request-id"] = request_id(request.headers)
     return resp
@@ -234,7 +241,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     session = new_session(loaded.config.server.upstream_max_connections)
     try:
         runtime = build_runtime(
-            loaded, http=HttpTransport(session), metrics=app[METRICS],
+            loaded,
+            http=HttpTransport(session),
+            metrics=app[METRICS],
             logger=get_logger("aigateway.access"),
         )
         app[METRICS].config_info.labels(loaded.sha256).set(1)
@@ -251,9 +260,7 @@ async def _not_ready(app: web.Application) -> None:
 
 
 def create_app(loaded: LoadedConfig, *, metrics: Metrics | None = None) -> web.Application:
-    app = web.Application(
-        client_max_size=loaded.config.server.max_body_bytes, middlewares=[edge]
-    )
+    app = web.Application(client_max_size=loaded.config.server.max_body_bytes, middlewares=[edge])
     app[LOADED] = loaded
     app[METRICS] = metrics or Metrics()
     app[READY] = {"ready": False}
@@ -268,4 +275,3 @@ def create_app(loaded: LoadedConfig, *, metrics: Metrics | None = None) -> web.A
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
     return app
-

@@ -107,8 +107,14 @@ def _serve(args: argparse.Namespace) -> int:
         log.warning("config feature not enforced", detail=warning)
     host = args.host or server.host
     port = server.port if args.port is None else args.port
-    log.info("serving", version=__version__, host=host, port=port,
-             config=args.config, config_sha256=loaded.sha256)
+    log.info(
+        "serving",
+        version=__version__,
+        host=host,
+        port=port,
+        config=args.config,
+        config_sha256=loaded.sha256,
+    )
     web.run_app(
         create_app(loaded),
         host=host,

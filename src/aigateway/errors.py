@@ -173,7 +173,8 @@ class UpstreamStatusError(UpstreamError):
         else:
             self.status = 502
             code = upstream_code or "upstream_error"
-        super().__init__(message, code=code, param=param, headers=headers)
+        super().__init__(message, param=param, headers=headers)
+        self.code = code
 
 
 class ConfigError(Exception):

@@ -8,8 +8,10 @@ whatever clients send.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -17,17 +19,59 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from aigateway.scrub import scrub
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
-def _scrub_event(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _scrub_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Last line of defence: token-shaped strings never reach the log."""
     for name in ("exception", "error", "event"):
         value = event.get(name)
         if isinstance(value, str):
             event[name] = scrub(value)
     return event
+
+
+class _StdlibScrubber(logging.Filter):
+    """aiohttp logs malformed requests with the offending bytes (a header may be a key).
+
+    Keep the fact and the exception's class; drop the bytes and the traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        record.msg = scrub(str(record.msg))
+        return True
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {"event": record.getMessage(), "logger": record.name,
+             "level": record.levelname.lower()}
+        )
+
+
+def _configure_stdlib(level: int, stream: TextIO) -> None:
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(_StdlibScrubber())
+    handler.setFormatter(_JsonFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_aigateway", False):
+            root.removeHandler(old)
+    handler._aigateway = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(max(level, logging.INFO))
 
 
 def configure_logging(
@@ -51,6 +95,7 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
         cache_logger_on_first_use=False,
     )
+    _configure_stdlib(_LEVELS[level], stream or sys.stdout)
 
 
 def get_logger(name: str) -> Any:

@@ -94,8 +94,10 @@ class Proxy:
                 handed_off = True
                 return StreamReply(_relay(ctx, resp, chunks, decoder, first, secrets))
             body = await resp.read()
-            parsed = adapter.parse_chat(body) if ctx.endpoint == "chat" else (
-                adapter.parse_embeddings(body)
+            parsed = (
+                adapter.parse_chat(body)
+                if ctx.endpoint == "chat"
+                else (adapter.parse_embeddings(body))
             )
             ctx.usage = parsed.usage
             _served(ctx, handle.name, parsed.served_model or target.model)

@@ -70,8 +70,9 @@ def _provider(name: str, cfg: OpenAIProvider | MockProvider, http: Transport) ->
     secret = cfg.api_key.get_secret_value() if cfg.api_key else None
     return ProviderHandle(
         name,
-        OpenAIAdapter(cfg.base_url, api_key=secret, headers=cfg.headers,
-                      stream_usage=cfg.stream_usage),
+        OpenAIAdapter(
+            cfg.base_url, api_key=secret, headers=cfg.headers, stream_usage=cfg.stream_usage
+        ),
         http,
         cfg.timeouts,
         (secret,) if secret else (),

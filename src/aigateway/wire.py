@@ -22,7 +22,7 @@ _M = TypeVar("_M", bound=BaseModel)
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class ContentPart(_Open):

@@ -99,7 +99,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
 
 _StrictLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type]
+    _construct_mapping,
 )
 
 
@@ -200,6 +200,10 @@ def _pydantic_problems(exc: ValidationError, data: Any) -> list[tuple[Path, str]
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown key"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        elif err["type"] == "string_type" and isinstance(_lookup(data, path), bool):
+            message = "must be a string; quote it (YAML reads yes/no/on/off/true/false as booleans)"
         elif err["type"] == "string_pattern_mismatch":
             message = _PATTERN_HINTS.get(str(path[-1]) if path else "", _NAME_HINT)
         elif err["type"] == "union_tag_invalid":
@@ -221,22 +225,35 @@ def _data_path(loc: tuple[int | str, ...], data: Any) -> Path:
     path: list[str | int] = []
     node = data
     for step in loc:
-        if isinstance(node, dict) and step in node:
-            node = node[step]
-        elif isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node):
-            node = node[step]
-        elif isinstance(node, dict | list):
-            if isinstance(step, str) and step.startswith(("function-", "lax-", "json-")):
-                continue
-            if isinstance(node, dict) and node.get("type") == step:
-                continue  # discriminated-union branch
-            path.append(step)  # a missing key
+        child = _child(node, step)
+        if child is not _MISSING:
+            node = child
+            path.append(step)
+        elif isinstance(node, dict) and node.get("type") == step:
+            continue  # a discriminated-union branch name
+        elif isinstance(node, dict | list) and not (
+            isinstance(step, str) and step.startswith(("function-", "lax-", "json-"))
+        ):
+            path.append(step)  # a required key that is missing
             node = None
-            continue
-        else:
-            continue
-        path.append(step)
     return tuple(path)
+
+
+_MISSING = object()
+
+
+def _lookup(data: Any, path: Path) -> Any:
+    for step in path:
+        data = _child(data, step)
+    return data
+
+
+def _child(node: Any, step: int | str) -> Any:
+    if isinstance(node, dict) and step in node:
+        return node[step]
+    if isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node):
+        return node[step]
+    return _MISSING
 
 
 def format_path(path: Path) -> str:

@@ -264,8 +264,7 @@ class GatewayConfig(Strict):
                     out.append(
                         (
                             ("projects", project_name, "provider_keys", provider),
-                            f"unknown provider {provider!r}"
-                            f"{_suggest(provider, self.providers)}",
+                            f"unknown provider {provider!r}{_suggest(provider, self.providers)}",
                         )
                     )
         seen_ids: dict[str, int] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from aigateway.errors import GatewayError
@@ -47,7 +47,8 @@ class Observe:
     async def _watch(
         self, ctx: RequestContext, chunks: AsyncGenerator[Chunk, None]
     ) -> AsyncGenerator[Chunk, None]:
-        status, error = CLIENT_CLOSED, "ClientClosed"
+        status: int = CLIENT_CLOSED
+        error: str | None = "ClientClosed"
         try:
             async for chunk in chunks:
                 yield chunk
@@ -69,8 +70,9 @@ class Observe:
         project = ctx.project_name or "-"
         route = ctx.route_name or "-"
         provider = ctx.target.provider if ctx.target is not None else "-"
-        m.requests.labels(project, ctx.key.id if ctx.key else "-", route, provider,
-                          f"{status // 100}xx").inc()
+        m.requests.labels(
+            project, ctx.key.id if ctx.key else "-", route, provider, f"{status // 100}xx"
+        ).inc()
         m.request_duration.labels(route).observe(wall)
         m.overhead.labels(route).observe(overhead)
         usage = ctx.usage

@@ -89,10 +89,14 @@ class MockEngine:
         if isinstance(limit, int) and 0 < limit < len(words):
             finish = "length"
             reply = " ".join(words[:limit])
-        prompt_tokens = sum(
-            4 + count_tokens(_content_text(m.get("content"))) for m in messages
-            if isinstance(m, dict)
-        ) + 3
+        prompt_tokens = (
+            sum(
+                4 + count_tokens(_content_text(m.get("content")))
+                for m in messages
+                if isinstance(m, dict)
+            )
+            + 3
+        )
         usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": count_tokens(reply),
@@ -100,9 +104,12 @@ class MockEngine:
             "prompt_tokens_details": {"cached_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": 0},
         }
-        cid = "chatcmpl-mock-" + hashlib.sha256(
-            json.dumps(messages, sort_keys=True, default=str).encode()
-        ).hexdigest()[:24]
+        cid = (
+            "chatcmpl-mock-"
+            + hashlib.sha256(
+                json.dumps(messages, sort_keys=True, default=str).encode()
+            ).hexdigest()[:24]
+        )
         if not stream:
             out = {
                 "id": cid,
@@ -120,12 +127,18 @@ class MockEngine:
                 "usage": usage,
                 "system_fingerprint": "fp_mock",
             }
-            return MockPlan(200, {"content-type": "application/json"}, _dumps(out),
-                            latency_s=latency)
+            return MockPlan(
+                200, {"content-type": "application/json"}, _dumps(out), latency_s=latency
+            )
         opts = body.get("stream_options")
         include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
-        base = {"id": cid, "object": "chat.completion.chunk", "created": now, "model": model,
-                "system_fingerprint": "fp_mock"}
+        base = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": now,
+            "model": model,
+            "system_fingerprint": "fp_mock",
+        }
         extra = {"usage": None} if include_usage else {}
 
         def chunk(delta: dict[str, Any], reason: str | None = None) -> bytes:
@@ -138,13 +151,21 @@ class MockEngine:
         if include_usage:
             events.append(b"data: " + _dumps({**base, "choices": [], "usage": usage}) + b"\n\n")
         events.append(b"data: [DONE]\n\n")
-        return MockPlan(200, {"content-type": "text/event-stream"}, events=events,
-                        latency_s=latency, chunk_delay_s=self._cfg.chunk_delay_ms / 1000)
+        return MockPlan(
+            200,
+            {"content-type": "text/event-stream"},
+            events=events,
+            latency_s=latency,
+            chunk_delay_s=self._cfg.chunk_delay_ms / 1000,
+        )
 
     def _reply(self, messages: list[Any]) -> str:
         last = next(
-            (_content_text(m.get("content")) for m in reversed(messages)
-             if isinstance(m, dict) and m.get("role") == "user"),
+            (
+                _content_text(m.get("content"))
+                for m in reversed(messages)
+                if isinstance(m, dict) and m.get("role") == "user"
+            ),
             "",
         )
         fixed = _REPLY_RE.search(last)
@@ -157,9 +178,12 @@ class MockEngine:
 
     def _embeddings(self, body: dict[str, Any], latency: float) -> MockPlan:
         inputs = body.get("input")
-        items = [inputs] if isinstance(inputs, str) or (
-            isinstance(inputs, list) and inputs and isinstance(inputs[0], int)
-        ) else list(inputs or [])
+        items = (
+            [inputs]
+            if isinstance(inputs, str)
+            or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int))
+            else list(inputs or [])
+        )
         dims = body.get("dimensions") or self._cfg.embedding_dimensions
         as_b64 = body.get("encoding_format") == "base64"
         data, tokens = [], 0
@@ -169,7 +193,8 @@ class MockEngine:
             vector = _vector(text, int(dims))
             embedding: Any = (
                 base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-                if as_b64 else vector
+                if as_b64
+                else vector
             )
             data.append({"object": "embedding", "index": i, "embedding": embedding})
         out = {
@@ -187,14 +212,20 @@ def _vector(text: str, dims: int) -> list[float]:
     while len(raw) < dims * 2:
         raw += hashlib.sha256(f"{counter}:{text}".encode()).digest()
         counter += 1
-    values = [(int.from_bytes(raw[2 * i:2 * i + 2], "little") / 32767.5) - 1 for i in range(dims)]
+    values = [(int.from_bytes(raw[2 * i : 2 * i + 2], "little") / 32767.5) - 1 for i in range(dims)]
     norm = math.sqrt(sum(v * v for v in values)) or 1.0
     return [round(v / norm, 6) for v in values]
 
 
 def _error(status: int, message: str, latency: float) -> MockPlan:
-    body = {"error": {"message": message, "type": _REASONS.get(status, "server_error"),
-                      "param": None, "code": None}}
+    body = {
+        "error": {
+            "message": message,
+            "type": _REASONS.get(status, "server_error"),
+            "param": None,
+            "code": None,
+        }
+    }
     headers = {"content-type": "application/json"}
     if status == 429:
         headers["retry-after"] = "1"
@@ -204,8 +235,9 @@ def _error(status: int, message: str, latency: float) -> MockPlan:
 def _all_text(body: Any) -> str:
     if not isinstance(body, dict):
         return ""
-    parts = [_content_text(m.get("content")) for m in body.get("messages") or []
-             if isinstance(m, dict)]
+    parts = [
+        _content_text(m.get("content")) for m in body.get("messages") or [] if isinstance(m, dict)
+    ]
     inputs = body.get("input")
     if isinstance(inputs, str):
         parts.append(inputs)
@@ -219,8 +251,7 @@ def _content_text(content: Any) -> str:
         return content
     if isinstance(content, list):
         return " ".join(
-            p["text"] for p in content
-            if isinstance(p, dict) and isinstance(p.get("text"), str)
+            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
         )
     return ""
 

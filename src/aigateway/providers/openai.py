@@ -45,8 +45,10 @@ class OpenAIAdapter:
         out["model"] = model
         if stream and self._stream_usage:
             options = body.get("stream_options")
-            out["stream_options"] = {**(options if isinstance(options, dict) else {}),
-                                     "include_usage": True}
+            out["stream_options"] = {
+                **(options if isinstance(options, dict) else {}),
+                "include_usage": True,
+            }
         return UpstreamRequest(
             "POST",
             self._base + "/chat/completions",

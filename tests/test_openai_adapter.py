@@ -1,0 +1,156 @@
+"""The OpenAI adapter, offline and table-driven, from recorded payloads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from aigateway.errors import UpstreamProtocolError, UpstreamStatusError
+from aigateway.providers.openai import OpenAIAdapter, openai_error
+from aigateway.wire import Usage
+from tests.fakes import chunk_events, completion
+
+ADAPTER = OpenAIAdapter("https://api.example.com/v1/", api_key="sk-abc",
+                        headers={"x-extra": "1"})
+BODY = {"model": "alias", "messages": [{"role": "user", "content": "hi"}], "top_p": 0.5}
+
+
+def sse(events: list) -> bytes:
+    return b"".join(
+        b"data: " + (e if isinstance(e, bytes) else json.dumps(e).encode()) + b"\n\n"
+        for e in events
+    )
+
+
+def test_chat_request() -> None:
+    req = ADAPTER.chat_request(BODY, "gpt-4o", stream=False, api_key=None)
+    assert req.url == "https://api.example.com/v1/chat/completions"
+    assert req.headers["authorization"] == "Bearer sk-abc"
+    assert req.headers["x-extra"] == "1"
+    assert json.loads(req.body) == {**BODY, "model": "gpt-4o"}
+    assert BODY["model"] == "alias", "the caller's body is not mutated"
+
+
+def test_project_key_overrides_provider_key() -> None:
+    req = ADAPTER.chat_request(BODY, "m", stream=False, api_key="sk-project")
+    assert req.headers["authorization"] == "Bearer sk-project"
+
+
+def test_no_key_sends_no_authorization() -> None:
+    req = OpenAIAdapter("http://x/v1", api_key=None).chat_request(BODY, "m", stream=False,
+                                                                  api_key=None)
+    assert "authorization" not in req.headers
+
+
+@pytest.mark.parametrize(
+    ("client_options", "stream_usage", "sent"),
+    [
+        (None, True, {"include_usage": True}),
+        ({"include_usage": False}, True, {"include_usage": True}),
+        ({"include_obfuscation": False}, True, {"include_obfuscation": False,
+                                                "include_usage": True}),
+        (None, False, None),
+    ],
+)
+def test_stream_usage_is_requested(client_options, stream_usage, sent) -> None:
+    body = {**BODY, "stream": True}
+    if client_options is not None:
+        body["stream_options"] = client_options
+    adapter = OpenAIAdapter("http://x/v1", api_key=None, stream_usage=stream_usage)
+    out = json.loads(adapter.chat_request(body, "m", stream=True, api_key=None).body)
+    assert out.get("stream_options") == (sent if sent is not None else client_options)
+
+
+def test_translation_is_idempotent() -> None:
+    a = ADAPTER.chat_request({**BODY, "stream": True}, "m", stream=True, api_key=None)
+    b = ADAPTER.chat_request({**BODY, "stream": True}, "m", stream=True, api_key=None)
+    assert a == b
+
+
+def test_parse_chat() -> None:
+    raw = json.dumps(completion(prompt=100, completion=20, cached=40, reasoning=8)).encode()
+    parsed = ADAPTER.parse_chat(raw)
+    assert parsed.raw == raw
+    assert parsed.served_model == "gpt-4o-2024-08-06"
+    assert parsed.usage == Usage(100, 20, 40, 8)
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[]", b'{"no": "choices"}', b"[" * 10_000])
+def test_parse_chat_rejects_garbage(raw: bytes) -> None:
+    with pytest.raises(UpstreamProtocolError):
+        ADAPTER.parse_chat(raw)
+
+
+@pytest.mark.parametrize("client_wants_usage", [True, False])
+@pytest.mark.parametrize("size", [1, 17, 100_000])
+def test_stream_decoder(client_wants_usage: bool, size: int) -> None:
+    raw = sse(chunk_events())
+    dec = ADAPTER.stream_decoder(client_wants_usage=client_wants_usage)
+    chunks = []
+    for i in range(0, len(raw), size):
+        chunks += dec.feed(raw[i:i + size])
+    chunks += dec.end()
+    text = "".join(c.data["choices"][0]["delta"].get("content", "") for c in chunks
+                   if c.data["choices"])
+    assert text == "Hello!"
+    assert dec.state.usage == Usage(10, 3)
+    assert dec.state.served_model == "gpt-4o-2024-08-06"
+    assert dec.state.output_chars == 6
+    assert len(chunks) == (6 if client_wants_usage else 5)
+    assert all(c.raw is not None and json.loads(c.raw) == c.data for c in chunks)
+
+
+def test_stream_cut_before_done_is_an_error() -> None:
+    dec = ADAPTER.stream_decoder(client_wants_usage=False)
+    dec.feed(sse(chunk_events()[:3]))
+    with pytest.raises(UpstreamProtocolError):
+        dec.end()
+
+
+def test_stream_error_event() -> None:
+    dec = ADAPTER.stream_decoder(client_wants_usage=False)
+    with pytest.raises(UpstreamProtocolError, match="overloaded"):
+        dec.feed(sse([{"error": {"message": "overloaded", "type": "server_error"}}]))
+
+
+def test_stream_without_usage_leaves_usage_unknown() -> None:
+    dec = ADAPTER.stream_decoder(client_wants_usage=False)
+    dec.feed(sse(chunk_events(include_usage=False)))
+    dec.end()
+    assert dec.state.usage is None
+    assert dec.state.output_chars == 6
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "caller_status", "code", "retryable"),
+    [
+        (400, {"error": {"message": "bad", "type": "invalid_request_error", "param": "x",
+                         "code": "c"}}, {}, 400, "c", False),
+        (404, {"error": {"message": "no model"}}, {}, 404, None, False),
+        (429, {"error": {"message": "slow"}}, {"retry-after": "2"}, 429, None, True),
+        (500, {"error": {"message": "boom"}}, {}, 502, "upstream_error", True),
+        (503, b"<html>bad gateway</html>", {}, 502, "upstream_error", True),
+        (401, {"error": {"message": "bad key sk-abc"}}, {}, 502, "upstream_auth_error", False),
+        (529, {"type": "error", "error": {"type": "overloaded_error"}}, {}, 502,
+         "upstream_error", True),
+        (400, {"error": "vllm style"}, {}, 400, None, False),
+    ],
+)
+def test_errors(status, body, headers, caller_status, code, retryable) -> None:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    err = openai_error(status, headers, raw)
+    assert isinstance(err, UpstreamStatusError)
+    assert err.status == caller_status
+    assert err.code == code
+    assert err.retryable is retryable
+    assert "sk-abc" not in err.message
+    if status == 429:
+        assert err.headers == {"retry-after": "2"}
+    if body == {"error": "vllm style"}:
+        assert err.message == "vllm style"
+
+
+def test_error_headers_are_sanitised() -> None:
+    err = openai_error(429, {"retry-after": "1\r\nx-evil: 1"}, b"{}")
+    assert err.headers == {}
