@@ -49,7 +49,8 @@ class Gateway:
 
 
 def gateway_yaml(upstream_url: str, extra: str = "") -> str:
-    return textwrap.dedent(f"""\
+    return (
+        textwrap.dedent(f"""\
         version: 1
         providers:
           up: {{type: openai, base_url: "{upstream_url}", api_key: "{PROVIDER_SECRET}",
@@ -72,11 +73,13 @@ def gateway_yaml(upstream_url: str, extra: str = "") -> str:
         keys:
           - {{id: acme-key, project: acme, sha256: "{digest(KEY)}"}}
           - {{id: other-key, project: other, sha256: "{digest(OTHER_KEY)}"}}
-          - {{id: expired, project: other, sha256: "{digest('aig-expired-key-123456')}",
+          - {{id: expired, project: other, sha256: "{digest("aig-expired-key-123456")}",
               expires_at: 2020-01-01T00:00:00Z}}
-          - {{id: off-key, project: other, sha256: "{digest('aig-disabled-key-123456')}",
+          - {{id: off-key, project: other, sha256: "{digest("aig-disabled-key-123456")}",
               disabled: true}}
-        """) + extra
+        """)
+        + extra
+    )
 
 
 GatewayFactory = Callable[..., Awaitable[Gateway]]
@@ -132,10 +135,22 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         pytest.skip("redis-server is not installed and REDIS_URL is not set")
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(  # noqa: S603
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 10

@@ -25,6 +25,8 @@ class Reply:
     gate: asyncio.Event | None = None
     #: seconds to wait before answering
     delay: float = 0.0
+    #: seconds to wait after the first stream event
+    pause: float = 0.0
     #: close the connection abruptly: "before" the response, or "mid" stream
     drop: str | None = None
 
@@ -61,25 +63,49 @@ def completion(model: str = "gpt-4o-2024-08-06", text: str = "Hello!", **usage: 
 
 
 def chunk_events(
-    model: str = "gpt-4o-2024-08-06", pieces: tuple[str, ...] = ("Hel", "lo", "!"),
+    model: str = "gpt-4o-2024-08-06",
+    pieces: tuple[str, ...] = ("Hel", "lo", "!"),
     include_usage: bool = True,
 ) -> list[Any]:
-    base = {"id": "chatcmpl-123", "object": "chat.completion.chunk", "created": 1700000000,
-            "model": model}
+    base = {
+        "id": "chatcmpl-123",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": model,
+    }
     extra = {"usage": None} if include_usage else {}
     events: list[Any] = [
-        {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                              "finish_reason": None}], **extra}
+        {
+            **base,
+            "choices": [
+                {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+            ],
+            **extra,
+        }
     ]
     for piece in pieces:
-        events.append({**base, "choices": [{"index": 0, "delta": {"content": piece},
-                                            "finish_reason": None}], **extra})
-    events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-                   **extra})
+        events.append(
+            {
+                **base,
+                "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+                **extra,
+            }
+        )
+    events.append(
+        {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], **extra}
+    )
     if include_usage:
-        events.append({**base, "choices": [], "usage": {
-            "prompt_tokens": 10, "completion_tokens": len(pieces), "total_tokens": 10 + len(pieces),
-        }})
+        events.append(
+            {
+                **base,
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": 10,
+                    "completion_tokens": len(pieces),
+                    "total_tokens": 10 + len(pieces),
+                },
+            }
+        )
     events.append(b"[DONE]")
     return events
 
@@ -122,6 +148,8 @@ class FakeOpenAI:
             await resp.write(b"data: " + data + b"\n\n")
             if i == 0 and reply.gate is not None:
                 await asyncio.wait_for(reply.gate.wait(), 10)
+            if i == 0 and reply.pause:
+                await asyncio.sleep(reply.pause)
             if i == 1 and reply.drop == "mid":
                 assert request.transport is not None
                 request.transport.abort()
@@ -138,15 +166,20 @@ class FakeOpenAI:
             vec = [0.5, -0.25, 0.125]
             emb: Any = (
                 base64.b64encode(struct.pack("<3f", *vec)).decode()
-                if body.get("encoding_format") == "base64" else vec
+                if body.get("encoding_format") == "base64"
+                else vec
             )
-            return Reply(body={
-                "object": "list",
-                "data": [{"object": "embedding", "index": i, "embedding": emb}
-                         for i in range(len(inputs))],
-                "model": body["model"],
-                "usage": {"prompt_tokens": 4, "total_tokens": 4},
-            })
+            return Reply(
+                body={
+                    "object": "list",
+                    "data": [
+                        {"object": "embedding", "index": i, "embedding": emb}
+                        for i in range(len(inputs))
+                    ],
+                    "model": body["model"],
+                    "usage": {"prompt_tokens": 4, "total_tokens": 4},
+                }
+            )
         if body.get("stream"):
             opts = body.get("stream_options") or {}
             return Reply(events=chunk_events(include_usage=bool(opts.get("include_usage"))))

@@ -32,31 +32,62 @@ CASES = [
     ("no messages", b'{"model": "gpt-4o", "messages": []}', {}, 400, "messages"),
     ("missing model", b'{"messages": [{"role": "user", "content": "x"}]}', {}, 400, "model"),
     ("model not a string", b'{"model": 5, "messages": [{"role": "user"}]}', {}, 400, "model"),
-    ("CRLF in model", json.dumps({**GOOD, "model": "gpt-4o\r\nX-Evil: 1"}).encode(), {}, 400,
-     "model"),
+    (
+        "CRLF in model",
+        json.dumps({**GOOD, "model": "gpt-4o\r\nX-Evil: 1"}).encode(),
+        {},
+        400,
+        "model",
+    ),
     ("NUL in model", json.dumps({**GOOD, "model": "a\u0000b"}).encode(), {}, 400, "model"),
     ("bad role", json.dumps({**GOOD, "messages": [{"role": "x"}]}).encode(), {}, 400, "role"),
     ("stream not bool", json.dumps({**GOOD, "stream": "yes"}).encode(), {}, 400, "stream"),
     ("max_tokens zero", json.dumps({**GOOD, "max_tokens": 0}).encode(), {}, 400, "max_tokens"),
-    ("wrong media type", json.dumps(GOOD).encode(), {"Content-Type": "application/xml"}, 415,
-     "application/json"),
-    ("multipart", json.dumps(GOOD).encode(), {"Content-Type": "multipart/form-data; b=x"}, 415,
-     "application/json"),
+    (
+        "wrong media type",
+        json.dumps(GOOD).encode(),
+        {"Content-Type": "application/xml"},
+        415,
+        "application/json",
+    ),
+    (
+        "multipart",
+        json.dumps(GOOD).encode(),
+        {"Content-Type": "multipart/form-data; b=x"},
+        415,
+        "application/json",
+    ),
     ("over the size limit", b'{"model": "' + b"x" * 5_000_000 + b'"}', {}, 413, "limit"),
-    ("gzip bomb", gzip.compress(b'{"model": "' + b"x" * 20_000_000 + b'"}'),
-     {"Content-Encoding": "gzip"}, 413, "limit"),
+    (
+        "gzip bomb",
+        gzip.compress(b'{"model": "' + b"x" * 20_000_000 + b'"}'),
+        {"Content-Encoding": "gzip"},
+        413,
+        "limit",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("name", "body", "headers", "status", "says"), CASES,
-                         ids=[c[0] for c in CASES])
-async def test_bad_body(make_gateway: GatewayFactory, name: str, body: bytes,
-                        headers: dict[str, str], status: int, says: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "body", "headers", "status", "says"), CASES, ids=[c[0] for c in CASES]
+)
+async def test_bad_body(
+    make_gateway: GatewayFactory,
+    name: str,
+    body: bytes,
+    headers: dict[str, str],
+    status: int,
+    says: str,
+) -> None:
     gw = await make_gateway()
-    async with aiohttp.ClientSession() as s, s.post(
-        gw.url + "/chat/completions", data=io.BytesIO(body),
-        headers={"Content-Type": "application/json", **AUTH, **headers},
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            gw.url + "/chat/completions",
+            data=io.BytesIO(body),
+            headers={"Content-Type": "application/json", **AUTH, **headers},
+        ) as resp,
+    ):
         payload = await resp.json()
         assert resp.status == status, payload
         assert resp.headers["content-type"].startswith("application/json")
@@ -69,32 +100,47 @@ async def test_bad_body(make_gateway: GatewayFactory, name: str, body: bytes,
 
 async def test_gzip_body_within_limit_is_accepted(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway()
-    async with aiohttp.ClientSession() as s, s.post(
-        gw.url + "/chat/completions", data=gzip.compress(json.dumps(GOOD).encode()),
-        headers={"Content-Type": "application/json", "Content-Encoding": "gzip", **AUTH},
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            gw.url + "/chat/completions",
+            data=gzip.compress(json.dumps(GOOD).encode()),
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip", **AUTH},
+        ) as resp,
+    ):
         assert resp.status == 200
 
 
 async def test_curl_default_media_type_is_accepted(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway()
-    async with aiohttp.ClientSession() as s, s.post(
-        gw.url + "/chat/completions", data=json.dumps(GOOD),
-        headers={"Content-Type": "application/x-www-form-urlencoded", **AUTH},
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            gw.url + "/chat/completions",
+            data=json.dumps(GOOD),
+            headers={"Content-Type": "application/x-www-form-urlencoded", **AUTH},
+        ) as resp,
+    ):
         assert resp.status == 200
 
 
 @pytest.mark.parametrize(
     ("method", "path", "status"),
-    [("GET", "/v1/nope", 404), ("GET", "/v1/chat/completions", 405),
-     ("DELETE", "/v1/models", 405), ("POST", "/", 404)],
+    [
+        ("GET", "/v1/nope", 404),
+        ("GET", "/v1/chat/completions", 405),
+        ("DELETE", "/v1/models", 405),
+        ("POST", "/", 404),
+    ],
 )
-async def test_unknown_paths_and_methods(make_gateway: GatewayFactory, method: str, path: str,
-                                         status: int) -> None:
+async def test_unknown_paths_and_methods(
+    make_gateway: GatewayFactory, method: str, path: str, status: int
+) -> None:
     gw = await make_gateway()
-    async with aiohttp.ClientSession() as s, s.request(method, gw.root.rstrip("/") + path,
-                                                       headers=AUTH) as resp:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.request(method, gw.root.rstrip("/") + path, headers=AUTH) as resp,
+    ):
         assert resp.status == status
         payload = await resp.json()
         assert payload["error"]["type"] == "invalid_request_error"
@@ -106,9 +152,14 @@ async def test_oversized_header_is_refused_without_logging_it(
 ) -> None:
     gw = await make_gateway()
     secret_ish = "aig-" + "Q" * 9000
-    async with aiohttp.ClientSession() as s, s.post(
-        gw.url + "/chat/completions", json=GOOD, headers={"Authorization": f"Bearer {secret_ish}"}
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            gw.url + "/chat/completions",
+            json=GOOD,
+            headers={"Authorization": f"Bearer {secret_ish}"},
+        ) as resp,
+    ):
         assert resp.status in (400, 431)
     assert "QQQQQQQQ" not in gw.log.getvalue()
 
@@ -116,9 +167,11 @@ async def test_oversized_header_is_refused_without_logging_it(
 async def test_embeddings_bad_input(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway()
     async with aiohttp.ClientSession() as s:
-        for body in [{"model": "text-embedding-3-small"},
-                     {"model": "text-embedding-3-small", "input": []},
-                     {"model": "text-embedding-3-small", "input": "x", "encoding_format": "hex"}]:
+        for body in [
+            {"model": "text-embedding-3-small"},
+            {"model": "text-embedding-3-small", "input": []},
+            {"model": "text-embedding-3-small", "input": "x", "encoding_format": "hex"},
+        ]:
             async with s.post(gw.url + "/embeddings", json=body, headers=AUTH) as resp:
                 assert resp.status == 400
                 assert (await resp.json())["error"]["code"] == "invalid_request"

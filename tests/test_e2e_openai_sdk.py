@@ -9,11 +9,12 @@ import struct
 import openai
 import pytest
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.conftest import KEY, OTHER_KEY, PROVIDER_SECRET, GatewayFactory
 from tests.fakes import Reply, chunk_events, completion, error_body
 
-MESSAGES = [{"role": "user", "content": "Say hello"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello"}]
 
 
 def client(gw, key: str = KEY) -> AsyncOpenAI:
@@ -45,7 +46,10 @@ async def test_unknown_fields_pass_through(make_gateway: GatewayFactory) -> None
     gw = await make_gateway()
     async with client(gw) as c:
         await c.chat.completions.create(
-            model="gpt-4o", messages=MESSAGES, temperature=0.2, seed=7,
+            model="gpt-4o",
+            messages=MESSAGES,
+            temperature=0.2,
+            seed=7,
             extra_body={"vendor_option": {"x": 1}},
         )
     body = gw.upstream.seen[0].body
@@ -98,7 +102,9 @@ async def test_stream_with_usage_requested(make_gateway: GatewayFactory) -> None
     gw = await make_gateway()
     async with client(gw) as c:
         stream = await c.chat.completions.create(
-            model="gpt-4o", messages=MESSAGES, stream=True,
+            model="gpt-4o",
+            messages=MESSAGES,
+            stream=True,
             stream_options={"include_usage": True},
         )
         chunks = [chunk async for chunk in stream]
@@ -110,11 +116,14 @@ async def test_raw_sse_framing(make_gateway: GatewayFactory) -> None:
     import aiohttp
 
     gw = await make_gateway()
-    async with aiohttp.ClientSession() as s, s.post(
-        gw.url + "/chat/completions",
-        json={"model": "gpt-4o", "messages": MESSAGES, "stream": True},
-        headers={"Authorization": f"Bearer {KEY}"},
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            gw.url + "/chat/completions",
+            json={"model": "gpt-4o", "messages": MESSAGES, "stream": True},
+            headers={"Authorization": f"Bearer {KEY}"},
+        ) as resp,
+    ):
         assert resp.status == 200
         assert resp.headers["content-type"].startswith("text/event-stream")
         text = (await resp.read()).decode()
@@ -193,13 +202,21 @@ async def test_all_bad_key_cases_look_identical(make_gateway: GatewayFactory) ->
     gw = await make_gateway()
     bodies = set()
     async with aiohttp.ClientSession() as s:
-        for headers in [{}, {"Authorization": "Bearer"}, {"Authorization": "Basic abc"},
-                        {"Authorization": "Bearer nope"}, {"x-api-key": "nope"},
-                        {"Authorization": "Bearer aig-expired-key-123456"},
-                        {"Authorization": "Bearer aig-disabled-key-123456"},
-                        {"Authorization": "Bearer " + "k" * 4_000}]:
-            async with s.post(gw.url + "/chat/completions", headers=headers,
-                              json={"model": "gpt-4o", "messages": MESSAGES}) as resp:
+        for headers in [
+            {},
+            {"Authorization": "Bearer"},
+            {"Authorization": "Basic abc"},
+            {"Authorization": "Bearer nope"},
+            {"x-api-key": "nope"},
+            {"Authorization": "Bearer aig-expired-key-123456"},
+            {"Authorization": "Bearer aig-disabled-key-123456"},
+            {"Authorization": "Bearer " + "k" * 4_000},
+        ]:
+            async with s.post(
+                gw.url + "/chat/completions",
+                headers=headers,
+                json={"model": "gpt-4o", "messages": MESSAGES},
+            ) as resp:
                 assert resp.status == 401
                 bodies.add(await resp.read())
     assert len(bodies) == 1
@@ -209,10 +226,14 @@ async def test_x_api_key_header_is_accepted(make_gateway: GatewayFactory) -> Non
     import aiohttp
 
     gw = await make_gateway()
-    async with aiohttp.ClientSession() as s, s.post(
-        gw.url + "/chat/completions", headers={"x-api-key": KEY},
-        json={"model": "gpt-4o", "messages": MESSAGES},
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            gw.url + "/chat/completions",
+            headers={"x-api-key": KEY},
+            json={"model": "gpt-4o", "messages": MESSAGES},
+        ) as resp,
+    ):
         assert resp.status == 200
 
 
@@ -233,7 +254,8 @@ async def test_schema_error_is_bad_request(make_gateway: GatewayFactory) -> None
     async with client(gw) as c:
         with pytest.raises(openai.BadRequestError) as info:
             await c.chat.completions.create(
-                model="gpt-4o", messages=[{"role": "robot", "content": "x"}]  # type: ignore[list-item]
+                model="gpt-4o",
+                messages=[{"role": "robot", "content": "x"}],  # type: ignore[misc,list-item]
             )
     assert info.value.param == "messages[0].role"
 
@@ -241,15 +263,24 @@ async def test_schema_error_is_bad_request(make_gateway: GatewayFactory) -> None
 @pytest.mark.parametrize(
     ("reply", "exc_type", "status"),
     [
-        (Reply(429, error_body("slow down", "rate_limit_error"), {"retry-after": "3"}),
-         openai.RateLimitError, 429),
-        (Reply(400, error_body("bad temperature", param_free := "invalid_request_error")),
-         openai.BadRequestError, 400),
+        (
+            Reply(429, error_body("slow down", "rate_limit_error"), {"retry-after": "3"}),
+            openai.RateLimitError,
+            429,
+        ),
+        (
+            Reply(400, error_body("bad temperature", param_free := "invalid_request_error")),
+            openai.BadRequestError,
+            400,
+        ),
         (Reply(422, error_body("unprocessable")), openai.UnprocessableEntityError, 422),
         (Reply(500, error_body("boom", "server_error")), openai.InternalServerError, 502),
         (Reply(503, {"unexpected": "shape"}), openai.InternalServerError, 502),
-        (Reply(401, error_body(f"Incorrect API key provided: {PROVIDER_SECRET}")),
-         openai.InternalServerError, 502),
+        (
+            Reply(401, error_body(f"Incorrect API key provided: {PROVIDER_SECRET}")),
+            openai.InternalServerError,
+            502,
+        ),
     ],
 )
 async def test_upstream_errors_map_to_sdk_exceptions(
@@ -354,10 +385,14 @@ async def test_stream_broken_after_first_byte_ends_with_error_and_no_done(
 
     gw = await make_gateway()
     gw.upstream.script.append(Reply(events=chunk_events(), drop="mid"))
-    async with aiohttp.ClientSession() as s, s.post(
-        gw.url + "/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
-        json={"model": "with-backup", "messages": MESSAGES, "stream": True},
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            gw.url + "/chat/completions",
+            headers={"Authorization": f"Bearer {KEY}"},
+            json={"model": "with-backup", "messages": MESSAGES, "stream": True},
+        ) as resp,
+    ):
         text = (await resp.read()).decode()
     assert "[DONE]" not in text
     assert '"error"' in text.split("\n\n")[-2]

@@ -40,8 +40,9 @@ def test_index_allow_lists_and_expiry() -> None:
         Key(id="k1", project="p", sha256=digest("one")),
         Key(id="k2", project="p", sha256=digest("two"), models=["b", "c"]),
         Key(id="k3", project="q", sha256=digest("three")),
-        Key(id="k4", project="q", sha256=digest("four"),
-            expires_at=datetime(2026, 1, 1, tzinfo=UTC)),
+        Key(
+            id="k4", project="q", sha256=digest("four"), expires_at=datetime(2026, 1, 1, tzinfo=UTC)
+        ),
         Key(id="k5", project="q", sha256=digest("five"), disabled=True),
     ]
     index = KeyIndex(keys, projects)

@@ -47,12 +47,14 @@ def test_stream_matches_non_stream(chunks: int) -> None:
     for event in plan.events:
         out += dec.feed(event)
     out += dec.end()
-    text = "".join(c.data["choices"][0]["delta"].get("content", "") for c in out
-                   if c.data["choices"])
+    text = "".join(
+        c.data["choices"][0]["delta"].get("content", "") for c in out if c.data["choices"]
+    )
     assert text == whole.body["choices"][0]["message"]["content"]
     assert dec.state.usage == whole.usage
-    content_chunks = [c for c in out if c.data["choices"]
-                      and c.data["choices"][0]["delta"].get("content")]
+    content_chunks = [
+        c for c in out if c.data["choices"] and c.data["choices"][0]["delta"].get("content")
+    ]
     assert len(content_chunks) == min(chunks, len(text.split()))
 
 
@@ -72,17 +74,24 @@ def test_error_rate_is_evenly_spread() -> None:
 
 def test_forced_status_and_reply() -> None:
     e = engine()
-    plan = e.plan(chat({"model": "x", "messages": [
-        {"role": "user", "content": "[mock:status=429] hi"}]}), now=1)
+    plan = e.plan(
+        chat({"model": "x", "messages": [{"role": "user", "content": "[mock:status=429] hi"}]}),
+        now=1,
+    )
     assert plan.status == 429 and plan.headers["retry-after"] == "1"
-    plan = e.plan(chat({"model": "x", "messages": [
-        {"role": "user", "content": "[mock:reply=Exactly this.]"}]}), now=1)
+    plan = e.plan(
+        chat(
+            {"model": "x", "messages": [{"role": "user", "content": "[mock:reply=Exactly this.]"}]}
+        ),
+        now=1,
+    )
     assert json.loads(plan.body)["choices"][0]["message"]["content"] == "Exactly this."
 
 
 def test_fixed_reply_and_timing() -> None:
     plan = engine(reply="Hi.", latency_ms=20, chunk_delay_ms=5).plan(
-        chat({**BODY, "stream": True}, stream=True), now=1)
+        chat({**BODY, "stream": True}, stream=True), now=1
+    )
     assert plan.latency_s == 0.02 and plan.chunk_delay_s == 0.005
     assert b"Hi." in b"".join(plan.events)
 
@@ -93,7 +102,9 @@ def test_embeddings_float_and_base64_agree() -> None:
     floats = json.loads(e.plan(req, now=1).body)
     req64 = ADAPTER.embeddings_request(
         {"model": "x", "input": ["a", "b"], "encoding_format": "base64", "dimensions": 8},
-        "m", api_key=None)
+        "m",
+        api_key=None,
+    )
     b64 = json.loads(e.plan(req64, now=1).body)
     vec = floats["data"][1]["embedding"]
     assert len(vec) == 8

@@ -11,8 +11,7 @@ from aigateway.providers.openai import OpenAIAdapter, openai_error
 from aigateway.wire import Usage
 from tests.fakes import chunk_events, completion
 
-ADAPTER = OpenAIAdapter("https://api.example.com/v1/", api_key="sk-abc",
-                        headers={"x-extra": "1"})
+ADAPTER = OpenAIAdapter("https://api.example.com/v1/", api_key="sk-abc", headers={"x-extra": "1"})
 BODY = {"model": "alias", "messages": [{"role": "user", "content": "hi"}], "top_p": 0.5}
 
 
@@ -38,8 +37,9 @@ def test_project_key_overrides_provider_key() -> None:
 
 
 def test_no_key_sends_no_authorization() -> None:
-    req = OpenAIAdapter("http://x/v1", api_key=None).chat_request(BODY, "m", stream=False,
-                                                                  api_key=None)
+    req = OpenAIAdapter("http://x/v1", api_key=None).chat_request(
+        BODY, "m", stream=False, api_key=None
+    )
     assert "authorization" not in req.headers
 
 
@@ -48,8 +48,11 @@ def test_no_key_sends_no_authorization() -> None:
     [
         (None, True, {"include_usage": True}),
         ({"include_usage": False}, True, {"include_usage": True}),
-        ({"include_obfuscation": False}, True, {"include_obfuscation": False,
-                                                "include_usage": True}),
+        (
+            {"include_obfuscation": False},
+            True,
+            {"include_obfuscation": False, "include_usage": True},
+        ),
         (None, False, None),
     ],
 )
@@ -89,10 +92,11 @@ def test_stream_decoder(client_wants_usage: bool, size: int) -> None:
     dec = ADAPTER.stream_decoder(client_wants_usage=client_wants_usage)
     chunks = []
     for i in range(0, len(raw), size):
-        chunks += dec.feed(raw[i:i + size])
+        chunks += dec.feed(raw[i : i + size])
     chunks += dec.end()
-    text = "".join(c.data["choices"][0]["delta"].get("content", "") for c in chunks
-                   if c.data["choices"])
+    text = "".join(
+        c.data["choices"][0]["delta"].get("content", "") for c in chunks if c.data["choices"]
+    )
     assert text == "Hello!"
     assert dec.state.usage == Usage(10, 3)
     assert dec.state.served_model == "gpt-4o-2024-08-06"
@@ -125,15 +129,34 @@ def test_stream_without_usage_leaves_usage_unknown() -> None:
 @pytest.mark.parametrize(
     ("status", "body", "headers", "caller_status", "code", "retryable"),
     [
-        (400, {"error": {"message": "bad", "type": "invalid_request_error", "param": "x",
-                         "code": "c"}}, {}, 400, "c", False),
+        (
+            400,
+            {
+                "error": {
+                    "message": "bad",
+                    "type": "invalid_request_error",
+                    "param": "x",
+                    "code": "c",
+                }
+            },
+            {},
+            400,
+            "c",
+            False,
+        ),
         (404, {"error": {"message": "no model"}}, {}, 404, None, False),
         (429, {"error": {"message": "slow"}}, {"retry-after": "2"}, 429, None, True),
         (500, {"error": {"message": "boom"}}, {}, 502, "upstream_error", True),
         (503, b"<html>bad gateway</html>", {}, 502, "upstream_error", True),
         (401, {"error": {"message": "bad key sk-abc"}}, {}, 502, "upstream_auth_error", False),
-        (529, {"type": "error", "error": {"type": "overloaded_error"}}, {}, 502,
-         "upstream_error", True),
+        (
+            529,
+            {"type": "error", "error": {"type": "overloaded_error"}},
+            {},
+            502,
+            "upstream_error",
+            True,
+        ),
         (400, {"error": "vllm style"}, {}, 400, None, False),
     ],
 )

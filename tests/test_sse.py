@@ -5,9 +5,9 @@ import pytest
 from aigateway.sse import SSEDecoder, SSEError, SSEEvent, encode_event
 
 STREAM = (
-    b"data: {\"a\":1}\n\n"
+    b'data: {"a":1}\n\n'
     b": a comment\n\n"
-    b"event: message_start\ndata: {\"b\":2}\n\n"
+    b'event: message_start\ndata: {"b":2}\n\n'
     b"data: line one\ndata: line two\n\n"
     b"data: [DONE]\n\n"
 )
@@ -29,7 +29,7 @@ def decode(pieces: list[bytes]) -> list[SSEEvent]:
 
 @pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 64, 10_000])
 def test_any_slicing_gives_the_same_events(size: int) -> None:
-    pieces = [STREAM[i:i + size] for i in range(0, len(STREAM), size)]
+    pieces = [STREAM[i : i + size] for i in range(0, len(STREAM), size)]
     assert decode(pieces) == EXPECTED
 
 
@@ -37,7 +37,7 @@ def test_any_slicing_gives_the_same_events(size: int) -> None:
 @pytest.mark.parametrize("size", [1, 3, 10_000])
 def test_crlf_and_cr_line_endings(newline: bytes, size: int) -> None:
     stream = STREAM.replace(b"\n", newline)
-    pieces = [stream[i:i + size] for i in range(0, len(stream), size)]
+    pieces = [stream[i : i + size] for i in range(0, len(stream), size)]
     assert decode(pieces) == EXPECTED
 
 

@@ -114,7 +114,7 @@ class RateLimited(GatewayError):
 class UpstreamError(GatewayError):
     status = 502
     type = "upstream_error"
-    code = "upstream_error"
+    code: str | None = "upstream_error"
 
 
 class UpstreamConnectError(UpstreamError):

@@ -56,8 +56,7 @@ class _StdlibScrubber(logging.Filter):
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return json.dumps(
-            {"event": record.getMessage(), "logger": record.name,
-             "level": record.levelname.lower()}
+            {"event": record.getMessage(), "logger": record.name, "level": record.levelname.lower()}
         )
 
 

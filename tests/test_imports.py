@@ -1,0 +1,116 @@
+"""Imports point down the layers of DESIGN.md, and every module imports alone."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parent.parent / "src" / "aigateway"
+
+# Layer of each module (dotted name below aigateway); a package's modules share a layer
+# unless listed on their own.
+LAYERS: dict[str, int] = {
+    "__init__": 0,
+    "errors": 0,
+    "wire": 0,
+    "config": 0,
+    "config.model": 0,
+    "config.load": 1,
+    "config.support": 1,
+    "sse": 1,
+    "scrub": 1,
+    "keys": 1,
+    "providers": 1,
+    "pipeline": 2,
+    "observability": 2,
+    "middleware": 3,
+    "upstream": 3,
+    "mock_transport": 3,
+    "proxy": 3,
+    "runtime": 4,
+    "app": 5,
+    "cli": 6,
+    "__main__": 6,
+}
+
+
+def modules() -> list[str]:
+    out = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(PKG).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__" and len(parts) > 1:
+            parts = parts[:-1]
+        out.append(".".join(parts))
+    return out
+
+
+def layer(name: str) -> int:
+    probe = name
+    while probe:
+        if probe in LAYERS:
+            return LAYERS[probe]
+        probe = probe.rpartition(".")[0]
+    raise AssertionError(f"aigateway.{name} has no layer in tests/test_imports.py")
+
+
+def internal_imports(name: str) -> set[str]:
+    path = PKG / (name.replace(".", "/") + ".py")
+    if not path.exists():
+        path = PKG / name.replace(".", "/") / "__init__.py"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "aigateway":
+                found |= {a.name for a in node.names}
+            elif node.module.startswith("aigateway."):
+                found.add(node.module.removeprefix("aigateway."))
+        elif isinstance(node, ast.Import):
+            found |= {
+                a.name.removeprefix("aigateway.")
+                for a in node.names
+                if a.name.startswith("aigateway.")
+            }
+    return found
+
+
+@pytest.mark.parametrize("name", modules())
+def test_imports_point_down(name: str) -> None:
+    mine = layer(name)
+    for dep in internal_imports(name):
+        if dep == "__version__":
+            dep = "__init__"
+        assert layer(dep) <= mine, (
+            f"aigateway.{name} (L{mine}) imports aigateway.{dep} (L{layer(dep)})"
+        )
+
+
+def test_every_module_has_a_layer() -> None:
+    for name in modules():
+        layer(name)
+
+
+@pytest.mark.parametrize("name", [m for m in modules() if m != "__main__"])
+def test_module_imports_alone(name: str) -> None:
+    module = "aigateway" if name == "__init__" else f"aigateway.{name}"
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-c", f"import {module}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_providers_do_no_io() -> None:
+    """Adapters are pure: no aiohttp, sockets or asyncio in aigateway.providers."""
+    for path in (PKG / "providers").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not names & {"aiohttp", "asyncio", "socket", "time"}, path.name

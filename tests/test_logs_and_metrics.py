@@ -1,0 +1,181 @@
+"""What operators see: one access line per request, metrics, and no secret anywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import aiohttp
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import KEY, PROVIDER_SECRET, GatewayFactory
+from tests.fakes import Reply, chunk_events, error_body
+
+PROMPT = "my very private prompt text"
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": PROMPT}]
+
+
+def access_lines(log: str) -> list[dict]:
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("event") == "request"]
+
+
+async def test_access_log_and_secret_hygiene(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    gw.upstream.script += [
+        Reply(401, error_body(f"Incorrect API key provided: {PROVIDER_SECRET}")),
+        Reply(400, error_body(f"bad request, your key {PROVIDER_SECRET} is fine")),
+        Reply(
+            events=[
+                chunk_events()[0],
+                {"error": {"message": f"failed with key {PROVIDER_SECRET}"}},
+            ],
+            pause=0.2,
+        ),
+    ]
+    bodies = []
+    async with aiohttp.ClientSession() as s:
+        for body in [
+            {"model": "gpt-4o", "messages": MESSAGES},
+            {"model": "gpt-4o", "messages": MESSAGES},
+            {"model": "gpt-4o", "messages": MESSAGES, "stream": True},
+            {"model": "gpt-4o", "messages": MESSAGES},
+        ]:
+            async with s.post(
+                gw.url + "/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}
+            ) as resp:
+                bodies.append((resp.status, await resp.text(), dict(resp.headers)))
+    assert [b[0] for b in bodies] == [502, 400, 200, 200]
+    async with aiohttp.ClientSession() as s, s.get(gw.root + "/metrics") as resp:
+        metrics_text = await resp.text()
+    log = gw.log.getvalue()
+    everything = log + metrics_text + json.dumps(bodies)
+    for secret in (PROVIDER_SECRET, PROVIDER_SECRET[-12:], KEY, KEY[-12:], PROMPT):
+        assert secret not in everything, secret
+    lines = access_lines(log)
+    assert [line["status"] for line in lines] == [502, 400, 502, 200]
+    last = lines[-1]
+    assert last["key_id"] == "acme-key" and last["project"] == "acme"
+    assert last["route"] == "gpt-4o" and last["provider"] == "up"
+    assert last["prompt_tokens"] == 10 and last["completion_tokens"] == 2
+    assert last["attempts"] == 1
+    assert last["latency_ms"] >= last["overhead_ms"] >= 0
+    streamed = lines[2]
+    assert streamed["stream"] is True and streamed["error_class"] == "UpstreamProtocolError"
+
+
+async def test_client_disconnect_mid_stream_is_logged_and_upstream_released(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    gate = asyncio.Event()
+    gw.upstream.script.append(Reply(events=chunk_events(), gate=gate))
+    async with aiohttp.ClientSession() as s:
+        resp = await s.post(
+            gw.url + "/chat/completions",
+            json={"model": "gpt-4o", "messages": MESSAGES, "stream": True},
+            headers={"Authorization": f"Bearer {KEY}"},
+        )
+        first = await asyncio.wait_for(resp.content.readuntil(b"\n\n"), 5)
+        assert first.startswith(b"data: ")
+        resp.close()  # the caller goes away mid-stream
+    for _ in range(100):
+        if access_lines(gw.log.getvalue()):
+            break
+        await asyncio.sleep(0.02)
+    gate.set()
+    lines = access_lines(gw.log.getvalue())
+    assert len(lines) == 1
+    assert lines[0]["status"] == 499 and lines[0]["error_class"] == "ClientClosed"
+    assert lines[0]["ttfb_ms"] is not None
+    # The gateway kept serving.
+    async with AsyncOpenAI(base_url=gw.url, api_key=KEY, max_retries=0) as c:
+        await c.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+
+
+def samples(text: str, name: str) -> dict[tuple, float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                out[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+async def test_metric_series_stay_bounded_whatever_clients_send(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway()
+    async with aiohttp.ClientSession() as s:
+
+        async def scrape() -> str:
+            async with s.get(gw.root + "/metrics") as resp:
+                return await resp.text()
+
+        async def send(model: str, key: str) -> int:
+            async with s.post(
+                gw.url + "/chat/completions",
+                json={"model": model, "messages": MESSAGES},
+                headers={"Authorization": f"Bearer {key}"},
+            ) as resp:
+                return resp.status
+
+        assert await send("gpt-4o", KEY) == 200
+        # One request of each kind creates its series ...
+        assert await send("m-warmup", KEY) == 404
+        assert await send("gpt-4o", "aig-unknown") == 401
+        before = await scrape()
+        # ... and 300 more with random model names and keys create none.
+        for i in range(300):
+            key = KEY if i % 2 else f"aig-{uuid.uuid4()}"
+            assert await send(f"m-{uuid.uuid4()}", key) in (401, 404)
+        after = await scrape()
+
+    def series(text: str) -> set[tuple]:
+        return {
+            (s.name, tuple(sorted(s.labels.items())))
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+        }
+
+    assert series(after) == series(before)
+    requests = samples(after, "aigateway_requests_total")
+    assert (
+        requests[
+            (
+                ("key", "acme-key"),
+                ("project", "acme"),
+                ("provider", "-"),
+                ("route", "-"),
+                ("status", "4xx"),
+            )
+        ]
+        == 151
+    )
+    assert (
+        requests[
+            (("key", "-"), ("project", "-"), ("provider", "-"), ("route", "-"), ("status", "4xx"))
+        ]
+        == 151
+    )
+    assert (
+        requests[
+            (
+                ("key", "acme-key"),
+                ("project", "acme"),
+                ("provider", "up"),
+                ("route", "gpt-4o"),
+                ("status", "2xx"),
+            )
+        ]
+        == 1
+    )
+    tokens = samples(after, "aigateway_tokens_total")
+    assert (
+        tokens[(("project", "acme"), ("provider", "up"), ("route", "gpt-4o"), ("type", "input"))]
+        == 10
+    )
+    assert "m-warmup" not in after and "aig-" not in after
