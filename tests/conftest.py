@@ -17,7 +17,8 @@ from aiohttp.test_utils import TestServer
 from aigateway.app import create_app
 from aigateway.config.load import parse_config
 from aigateway.keys import digest
-from aigateway.observability import Metrics, configure_logging
+from aigateway.metrics import Metrics
+from aigateway.observability import configure_logging
 from tests.fakes import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,9 +98,11 @@ async def make_gateway() -> AsyncIterator[GatewayFactory]:
         text = yaml_text or gateway_yaml(str(up_server.make_url("/v1")), extra)
         loaded = parse_config(text.encode(), env=os.environ, base_dir=Path("."))
         log = io.StringIO()
-        configure_logging(fmt="json", level="debug", stream=log)
+        access_log = configure_logging(fmt="json", level="debug", stream=log)
         metrics = Metrics()
-        server = TestServer(create_app(loaded, metrics=metrics), host="127.0.0.1")
+        server = TestServer(
+            create_app(loaded, metrics=metrics, access_log=access_log), host="127.0.0.1"
+        )
         await server.start_server()
         servers.append(server)
         return Gateway(server, upstream, log, metrics)

@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "providers": 1,
     "pipeline": 2,
     "observability": 2,
+    "metrics": 2,
     "middleware": 3,
     "upstream": 3,
     "mock_transport": 3,

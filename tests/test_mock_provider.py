@@ -45,8 +45,8 @@ def test_stream_matches_non_stream(chunks: int) -> None:
     dec = ADAPTER.stream_decoder(client_wants_usage=True)
     out = []
     for event in plan.events:
-        out += dec.feed(event)
-    out += dec.end()
+        out += dec.feed(event).all_chunks()
+    out += dec.end().all_chunks()
     text = "".join(
         c.data["choices"][0]["delta"].get("content", "") for c in out if c.data["choices"]
     )

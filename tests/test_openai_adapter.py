@@ -7,6 +7,7 @@ import json
 import pytest
 
 from aigateway.errors import UpstreamProtocolError, UpstreamStatusError
+from aigateway.providers.base import StreamState
 from aigateway.providers.openai import OpenAIAdapter, openai_error
 from aigateway.wire import Usage
 from tests.fakes import chunk_events, completion
@@ -92,8 +93,8 @@ def test_stream_decoder(client_wants_usage: bool, size: int) -> None:
     dec = ADAPTER.stream_decoder(client_wants_usage=client_wants_usage)
     chunks = []
     for i in range(0, len(raw), size):
-        chunks += dec.feed(raw[i : i + size])
-    chunks += dec.end()
+        chunks += dec.feed(raw[i : i + size]).all_chunks()
+    chunks += dec.end().all_chunks()
     text = "".join(
         c.data["choices"][0]["delta"].get("content", "") for c in chunks if c.data["choices"]
     )
@@ -103,6 +104,78 @@ def test_stream_decoder(client_wants_usage: bool, size: int) -> None:
     assert dec.state.output_chars == 6
     assert len(chunks) == (6 if client_wants_usage else 5)
     assert all(c.raw is not None and json.loads(c.raw) == c.data for c in chunks)
+
+
+def compact(events: list) -> bytes:
+    return b"".join(
+        b"data: "
+        + (e if isinstance(e, bytes) else json.dumps(e, separators=(",", ":")).encode())
+        + b"\n\n"
+        for e in events
+    )
+
+
+def relay(raw: bytes, size: int, *, client_wants_usage: bool = False) -> tuple[bytes, StreamState]:
+    dec = ADAPTER.stream_decoder(client_wants_usage=client_wants_usage)
+    out = b""
+    for i in range(0, len(raw), size):
+        out += dec.feed(raw[i : i + size]).encode()
+    out += dec.end().encode()
+    return out, dec.state
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 100_000])
+@pytest.mark.parametrize("encode", [sse, compact])
+def test_relayed_bytes_are_the_upstream_events(size: int, encode) -> None:
+    events = chunk_events(pieces=("a", 'say "hi"', "\n", "data: x", "ok"))
+    out, state = relay(encode(events), size)
+    # Everything but the usage chunk we asked for, and [DONE] (the gateway adds its own).
+    assert out == encode(events[:-2])
+    assert state.usage == Usage(10, 5)
+    # escaped text length: quotes and newlines count as their two-character escapes
+    assert state.output_chars == len(json.dumps('asay "hi"\ndata: xok')) - 2
+
+
+def test_relay_keeps_the_usage_chunk_when_asked() -> None:
+    events = chunk_events()
+    out, _ = relay(compact(events), 50, client_wants_usage=True)
+    assert out == compact(events[:-1])
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        b'data: {"model":"m","choices":[]}\r\n\r\n: keep-alive\r\n\r\n'
+        b'data:{"choices":[{"delta":{"content":"x"}}]}\r\n\r\ndata: [DONE]\r\n\r\n',
+        b'data: {"model":"m","choices":[]}\n\nevent: delta\n'
+        b'data: {"choices":[{"delta":{"content":"x"}}]}\n\ndata: [DONE]\n\n',
+    ],
+)
+@pytest.mark.parametrize("size", [1, 5, 1000])
+def test_unusual_framing_is_parsed_and_reframed(stream: bytes, size: int) -> None:
+    out, state = relay(stream, size)
+    assert out == (
+        b'data: {"model":"m","choices":[]}\n\ndata: {"choices":[{"delta":{"content":"x"}}]}\n\n'
+    )
+    assert state.served_model == "m"
+    assert state.output_chars == 1
+
+
+def test_error_event_among_plain_chunks_is_raised() -> None:
+    events = [*chunk_events()[:3], {"error": {"message": "boom"}}]
+    dec = ADAPTER.stream_decoder(client_wants_usage=False)
+    with pytest.raises(UpstreamProtocolError, match="boom"):
+        dec.feed(compact(events))
+
+
+def test_oversized_event_is_refused() -> None:
+    from aigateway.providers.openai import MAX_EVENT_BYTES
+
+    dec = ADAPTER.stream_decoder(client_wants_usage=False)
+    dec.feed(compact(chunk_events()[:1]))
+    with pytest.raises(UpstreamProtocolError):
+        for _ in range(MAX_EVENT_BYTES // 65536 + 2):
+            dec.feed(b"x" * 65536)
 
 
 def test_stream_cut_before_done_is_an_error() -> None:
@@ -177,3 +250,21 @@ def test_errors(status, body, headers, caller_status, code, retryable) -> None:
 def test_error_headers_are_sanitised() -> None:
     err = openai_error(429, {"retry-after": "1\r\nx-evil: 1"}, b"{}")
     assert err.headers == {}
+
+
+@pytest.mark.parametrize(
+    ("raw", "length"),
+    [
+        (b'{"choices":[{"delta":{"content":"Hello"}}]}', 5),
+        (b'{"choices":[{"delta":{"content":""}}]}', 0),
+        (b'{"choices":[{"delta":{}}]}', 0),
+        (b'{"choices":[{"delta":{"content":"say \\"hi\\""}}]}', 10),
+        (b'{"choices":[{"delta":{"content":"back\\\\"}}]}', 6),
+        (b'{"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"{\\"a\\":1}"}}]}}]}', 9),
+        (b'{"choices":[{"delta":{"content":"unterminated', 0),
+    ],
+)
+def test_text_length(raw: bytes, length: int) -> None:
+    from aigateway.providers.openai import text_length
+
+    assert text_length(raw) == length

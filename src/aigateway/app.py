@@ -7,9 +7,11 @@ error shape. Nothing a caller sends can produce an HTML page or a bare 500.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
-import uuid
+import secrets
+import sys
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +28,8 @@ from aigateway.errors import (
     PayloadTooLarge,
 )
 from aigateway.keys import key_from_headers
-from aigateway.observability import Metrics, get_logger
+from aigateway.metrics import Metrics
+from aigateway.observability import AccessLog, LineSink, get_logger
 from aigateway.pipeline import Endpoint, JsonReply, RequestContext, StreamReply
 from aigateway.runtime import Runtime, RuntimeHolder, build_runtime
 from aigateway.upstream import HttpTransport, new_session
@@ -35,6 +38,7 @@ HOLDER = web.AppKey("holder", RuntimeHolder)
 METRICS = web.AppKey("metrics", Metrics)
 READY = web.AppKey("ready", dict[str, bool])
 LOADED = web.AppKey("loaded", LoadedConfig)
+ACCESS_LOG = web.AppKey("access_log", AccessLog)
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _SSE_HEADERS = {
@@ -44,12 +48,23 @@ _SSE_HEADERS = {
 }
 
 
-def request_id(headers: Mapping[str, str]) -> str:
-    """The caller's ``x-request-id`` when it is well-formed, else a new one."""
-    given = headers.get("x-request-id")
-    if given is not None and _REQUEST_ID_RE.match(given):
-        return given
-    return uuid.uuid4().hex
+class RequestIds:
+    """Request ids: a random per-process prefix and a counter (unique across replicas,
+    32 hex characters like a UUID, and far cheaper to make)."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count(1)
+
+    def __call__(self, headers: Mapping[str, str]) -> str:
+        """The caller's ``x-request-id`` when it is well-formed, else a new one."""
+        given = headers.get("x-request-id")
+        if given is not None and _REQUEST_ID_RE.match(given):
+            return given
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+REQUEST_IDS = web.AppKey("request_ids", RequestIds)
 
 
 def _dumps(obj: Any) -> bytes:
@@ -79,7 +94,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
 
 async def _run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
     runtime = request.app[HOLDER].current
-    rid = request_id(request.headers)
+    rid = request.app[REQUEST_IDS](request.headers)
     max_bytes = runtime.config.server.max_body_bytes
 
     async def read_body() -> bytes:
@@ -95,6 +110,8 @@ async def _run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         reply = await runtime.handler(ctx)
     except GatewayError as exc:
         return error_response(exc, rid)
+    except Exception:
+        return _internal_error(request)
     headers = {**ctx.response_headers, "x-request-id": rid}
     if isinstance(reply, JsonReply):
         headers["x-aigateway-overhead-ms"] = f"{ctx.overhead_ms():.3f}"
@@ -113,28 +130,26 @@ async def _stream(
     request: web.Request, reply: StreamReply, headers: dict[str, str]
 ) -> web.StreamResponse:
     resp = web.StreamResponse(status=200, headers=headers)
-    chunks = reply.chunks
+    batches = reply.batches
     try:
         await resp.prepare(request)
         try:
-            async for chunk in chunks:
-                raw = chunk.raw if chunk.raw is not None else _dumps(chunk.data)
-                await resp.write(b"data: " + raw + b"\n\n")
+            async for batch in batches:
+                await resp.write(batch.encode())
         except GatewayError as exc:
             # Bytes already reached the caller: no retry, no [DONE]; say what broke.
-            await resp.write(b"data: " + _dumps(exc.openai_body()) + b"\n\n")
+            await resp.write_eof(b"data: " + _dumps(exc.openai_body()) + b"\n\n")
         else:
-            await resp.write(b"data: [DONE]\n\n")
-        await resp.write_eof()
+            await resp.write_eof(b"data: [DONE]\n\n")
     except ConnectionError:
         pass  # the caller went away; the pipeline bills and logs it in its finally
     finally:
-        await chunks.aclose()
+        await batches.aclose()
     return resp
 
 
 async def list_models(request: web.Request) -> web.Response:
-    runtime, rid = request.app[HOLDER].current, request_id(request.headers)
+    runtime, rid = request.app[HOLDER].current, request.app[REQUEST_IDS](request.headers)
     try:
         names = _visible_models(runtime, request)
     except GatewayError as exc:
@@ -146,7 +161,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def get_model(request: web.Request) -> web.Response:
-    runtime, rid = request.app[HOLDER].current, request_id(request.headers)
+    runtime, rid = request.app[HOLDER].current, request.app[REQUEST_IDS](request.headers)
     name = request.match_info["model"]
     try:
         names = _visible_models(runtime, request)
@@ -181,59 +196,60 @@ def _json_str(obj: Any) -> str:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    rid = request.app[REQUEST_IDS](request.headers)
+    return web.json_response({"status": "ok"}, headers={"x-request-id": rid})
 
 
 async def readyz(request: web.Request) -> web.Response:
+    rid = request.app[REQUEST_IDS](request.headers)
     if not request.app[READY]["ready"]:
-        return web.json_response({"status": "shutting down"}, status=503)
+        return web.json_response(
+            {"status": "shutting down"}, status=503, headers={"x-request-id": rid}
+        )
     runtime = request.app[HOLDER].current
-    return web.json_response({"status": "ready", "config_sha256": runtime.loaded.sha256})
+    return web.json_response(
+        {"status": "ready", "config_sha256": runtime.loaded.sha256},
+        headers={"x-request-id": rid},
+    )
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
     body = generate_latest(request.app[METRICS].registry)
-    resp = web.Response(body=body)
+    resp = web.Response(
+        body=body, headers={"x-request-id": request.app[REQUEST_IDS](request.headers)}
+    )
     resp.headers["content-type"] = CONTENT_TYPE_LATEST
     return resp
 
 
 # --- the edge --------------------------------------------------------------------------
 
-_HTTP_ERRORS: dict[int, tuple[str, str]] = {
-    404: ("invalid_request_error", "not_found"),
-    405: ("invalid_request_error", "method_not_allowed"),
-    413: ("invalid_request_error", "request_too_large"),
-}
+# --- the edge: what no route handles ----------------------------------------------------
+# Plain routes rather than an aiohttp middleware, which would wrap every request.
 
 
-@web.middleware
-async def edge(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Turns aiohttp's own errors into OpenAI JSON and stamps ``x-request-id``."""
-    try:
-        resp: web.StreamResponse = await handler(request)
-    except web.HTTPException as exc:
-        err_type, code = _HTTP_ERRORS.get(exc.status, ("invalid_request_error", "http_error"))
-        message = (
-            f"Unknown path: {request.method} {request.path[:200]}"
-            if exc.status == 404
-            else exc.reason
+async def not_found(request: web.Request) -> web.Response:
+    err = NotFound(f"Unknown path: {request.method} {request.path[:200]}", code="not_found")
+    return error_response(err, request.app[REQUEST_IDS](request.headers))
+
+
+def _method_not_allowed(allowed: str) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        err = InvalidRequest(
+            f"{request.method} is not allowed here; use {allowed}.", code="method_not_allowed"
         )
-        err = InvalidRequest(message, code=code)
-        err.status, err.type = exc.status, err_type
-        resp = error_response(err, request_id(request.headers))
-        if exc.status == 405:
-            allow = exc.headers.get("Allow")
-            if allow:
-                resp.headers["Allow"] = allow
+        err.status = 405
+        resp = error_response(err, request.app[REQUEST_IDS](request.headers))
+        resp.headers["Allow"] = allowed
         return resp
-    except Exception:
-        get_logger("aigateway.app").exception("unhandled error", path=request.path[:200])
-        failure = GatewayError("The gateway failed to handle this request.", code="internal_error")
-        return error_response(failure, request_id(request.headers))
-    if not resp.prepared and "x-request-id" not in resp.headers:
-        resp.headers["x-request-id"] = request_id(request.headers)
-    return resp
+
+    return handler
+
+
+def _internal_error(request: web.Request) -> web.Response:
+    get_logger("aigateway.app").exception("unhandled error", path=request.path[:200])
+    failure = GatewayError("The gateway failed to handle this request.", code="internal_error")
+    return error_response(failure, request.app[REQUEST_IDS](request.headers))
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -244,7 +260,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             loaded,
             http=HttpTransport(session),
             metrics=app[METRICS],
-            logger=get_logger("aigateway.access"),
+            access_log=app[ACCESS_LOG],
         )
         app[METRICS].config_info.labels(loaded.sha256).set(1)
         app[HOLDER] = RuntimeHolder(runtime)
@@ -259,19 +275,35 @@ async def _not_ready(app: web.Application) -> None:
     app[READY]["ready"] = False
 
 
-def create_app(loaded: LoadedConfig, *, metrics: Metrics | None = None) -> web.Application:
-    app = web.Application(client_max_size=loaded.config.server.max_body_bytes, middlewares=[edge])
+def create_app(
+    loaded: LoadedConfig, *, metrics: Metrics | None = None, access_log: AccessLog | None = None
+) -> web.Application:
+    app = web.Application(client_max_size=loaded.config.server.max_body_bytes)
     app[LOADED] = loaded
     app[METRICS] = metrics or Metrics()
+    app[ACCESS_LOG] = access_log or AccessLog(LineSink(sys.stdout))
     app[READY] = {"ready": False}
+    app[REQUEST_IDS] = RequestIds()
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_not_ready)
+    routes: list[tuple[str, str, Any]] = []
     for prefix in ("/v1", ""):
-        app.router.add_post(f"{prefix}/chat/completions", chat_completions)
-        app.router.add_post(f"{prefix}/embeddings", embeddings)
-        app.router.add_get(f"{prefix}/models", list_models)
-        app.router.add_get(prefix + "/models/{model:.+}", get_model)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_endpoint)
+        routes += [
+            ("POST", f"{prefix}/chat/completions", chat_completions),
+            ("POST", f"{prefix}/embeddings", embeddings),
+            ("GET", f"{prefix}/models", list_models),
+            ("GET", prefix + "/models/{model:.+}", get_model),
+        ]
+    routes += [
+        ("GET", "/healthz", healthz),
+        ("GET", "/readyz", readyz),
+        ("GET", "/metrics", metrics_endpoint),
+    ]
+    for method, path, handler in routes:
+        resource = app.router.add_resource(path)
+        resource.add_route(method, handler)
+        if method == "GET":
+            resource.add_route("HEAD", handler)
+        resource.add_route("*", _method_not_allowed(method))
+    app.router.add_route("*", "/{tail:.*}", not_found)
     return app

@@ -101,7 +101,7 @@ def _serve(args: argparse.Namespace) -> int:
     from aigateway.observability import configure_logging, get_logger
 
     server = loaded.config.server
-    configure_logging(fmt=server.log_format, level=server.log_level)
+    access_log = configure_logging(fmt=server.log_format, level=server.log_level)
     log = get_logger("aigateway")
     for warning in unenforced(loaded.config):
         log.warning("config feature not enforced", detail=warning)
@@ -116,7 +116,7 @@ def _serve(args: argparse.Namespace) -> int:
         config_sha256=loaded.sha256,
     )
     web.run_app(
-        create_app(loaded),
+        create_app(loaded, access_log=access_log),
         host=host,
         port=port,
         keepalive_timeout=server.keepalive_timeout_s,
@@ -125,4 +125,5 @@ def _serve(args: argparse.Namespace) -> int:
         print=None,
     )
     log.info("stopped")
+    access_log.sink.drain()
     return 0

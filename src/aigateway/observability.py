@@ -1,21 +1,20 @@
-"""Structured logs (structlog) and Prometheus metrics, set up once per process.
+"""Structured logs (structlog), set up once per process.
 
 Log lines are JSON objects on stdout. Nothing here logs a key, a provider secret
 or prompt text: callers pass names from the config and counts, never raw input.
-Metric labels take only values the config declares, so series stay bounded
-whatever clients send.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
+import time
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from aigateway.scrub import scrub
 
@@ -60,7 +59,7 @@ class _JsonFormatter(logging.Formatter):
         )
 
 
-def _configure_stdlib(level: int, stream: TextIO) -> None:
+def _configure_stdlib(level: int, stream: Any) -> None:
     handler = logging.StreamHandler(stream)
     handler.addFilter(_StdlibScrubber())
     handler.setFormatter(_JsonFormatter())
@@ -73,9 +72,94 @@ def _configure_stdlib(level: int, stream: TextIO) -> None:
     root.setLevel(max(level, logging.INFO))
 
 
+class LineSink:
+    """Where log lines go: lines written during one event-loop turn leave in one write.
+
+    Under load many requests finish in one turn of the loop; their access lines
+    then cost one system call, not one each. Outside a running loop (start-up, the
+    CLI) every line is written at once. ``drain()`` writes whatever is pending.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._pending: list[str] = []
+
+    def write(self, text: str) -> int:
+        if not self._pending:
+            try:
+                asyncio.get_running_loop().call_soon(self.drain)
+            except RuntimeError:
+                self._stream.write(text)
+                self._stream.flush()
+                return len(text)
+        self._pending.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        """File-like no-op: lines are drained once per loop turn."""
+
+    def drain(self) -> None:
+        if self._pending:
+            text = "".join(self._pending)
+            self._pending.clear()
+            try:
+                self._stream.write(text)
+                self._stream.flush()
+            except (OSError, ValueError):
+                pass  # stdout gone (closed pipe): losing a log line must not fail a request
+
+
+class AccessLog:
+    """The one line per request, in the same shape as the structlog lines.
+
+    Rendered directly rather than through structlog's processor chain: it is on
+    every request's path, and its fields are fixed names from the config and counts.
+    """
+
+    def __init__(self, sink: LineSink, fmt: str = "json") -> None:
+        self.sink = sink
+        self._json = fmt == "json"
+        self._second = -1
+        self._prefix = ""
+
+    def _stamp(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+
+    def write(self, fields: dict[str, Any]) -> None:
+        stamp = self._stamp()
+        if self._json:
+            line = json.dumps(
+                {**fields, "event": "request", "level": "info", "timestamp": stamp},
+                ensure_ascii=False,
+            )
+        else:
+            pairs = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+            line = f"{stamp} [info     ] request {pairs}"
+        self.sink.write(line + "\n")
+
+
+class _LineLogger:
+    """structlog's final logger: hands each rendered line to a ``LineSink``."""
+
+    def __init__(self, sink: LineSink) -> None:
+        self._sink = sink
+
+    def msg(self, message: str) -> None:
+        self._sink.write(message + "\n")
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
 def configure_logging(
     *, fmt: str = "json", level: str = "info", stream: TextIO | None = None
-) -> None:
+) -> AccessLog:
+    """Set up structlog and stdlib logging on one sink; returns the access log on it."""
+    sink = LineSink(stream or sys.stdout)
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
@@ -91,64 +175,12 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
+        logger_factory=lambda *_: _LineLogger(sink),
         cache_logger_on_first_use=False,
     )
-    _configure_stdlib(_LEVELS[level], stream or sys.stdout)
+    _configure_stdlib(_LEVELS[level], sink)
+    return AccessLog(sink, fmt)
 
 
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
-
-
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
-
-
-class Metrics:
-    """The gateway's collectors, on their own registry (tests make one each)."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
-        self.requests = Counter(
-            "aigateway_requests",
-            "Requests answered, by who asked, what they asked for and the status class.",
-            ["project", "key", "route", "provider", "status"],
-            registry=r,
-        )
-        self.request_duration = Histogram(
-            "aigateway_request_duration_seconds",
-            "Wall time from request to last byte.",
-            ["route"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.overhead = Histogram(
-            "aigateway_overhead_seconds",
-            "Gateway time per request: wall time minus time waiting on upstreams.",
-            ["route"],
-            buckets=OVERHEAD_BUCKETS,
-            registry=r,
-        )
-        self.tokens = Counter(
-            "aigateway_tokens",
-            "Tokens by type as reported by the provider.",
-            ["project", "route", "provider", "type"],
-            registry=r,
-        )
-        self.attempts = Counter(
-            "aigateway_upstream_attempts",
-            "Calls to upstream targets by outcome.",
-            ["provider", "outcome"],
-            registry=r,
-        )
-        self.in_flight = Gauge(
-            "aigateway_in_flight_requests", "Requests being handled now.", registry=r
-        )
-        self.config_info = Gauge(
-            "aigateway_config_info",
-            "The loaded configuration (value 1), labelled by its SHA-256.",
-            ["sha256"],
-            registry=r,
-        )

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from aigateway.config.model import Key, Project, Route, Target
-from aigateway.providers.base import Chunk
+from aigateway.providers.base import Batch
 from aigateway.wire import Usage
 
 Endpoint = Literal["chat", "embeddings"]
@@ -75,13 +75,15 @@ class JsonReply:
 
 @dataclass(slots=True)
 class StreamReply:
-    """A stream of chunks; the handler writes ``data: [DONE]`` if it ends cleanly.
+    """A stream of chunk batches; the handler writes ``data: [DONE]`` if it ends cleanly.
 
-    The iterator raising a ``GatewayError`` after chunks were sent ends the stream
-    with an error event and no ``[DONE]``. The handler always ``aclose()``s it.
+    Each batch holds what one upstream read produced and is sent at once (never
+    held back waiting for more). The iterator raising a ``GatewayError`` after
+    bytes were sent ends the stream with an error event and no ``[DONE]``. The
+    handler always ``aclose()``s it.
     """
 
-    chunks: AsyncGenerator[Chunk, None]
+    batches: AsyncGenerator[Batch, None]
 
 
 Reply = JsonReply | StreamReply

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from aigateway.config.model import Target, Timeouts
 from aigateway.errors import GatewayError, UpstreamError, UpstreamStatusError
 from aigateway.pipeline import Attempt, JsonReply, Reply, RequestContext, StreamReply
-from aigateway.providers.base import Chunk, ProviderAdapter, StreamDecoder
+from aigateway.providers.base import Batch, ProviderAdapter, StreamDecoder
 from aigateway.scrub import scrub
 from aigateway.upstream import MAX_ERROR_BYTES, Transport, UpstreamResponse
 
@@ -129,7 +129,7 @@ def _header_safe(value: str) -> str:
     return value if value.isprintable() else "".join(c for c in value if c.isprintable())
 
 
-async def _first_chunks(chunks: AsyncIterator[bytes], decoder: StreamDecoder) -> list[Chunk]:
+async def _first_chunks(chunks: AsyncIterator[bytes], decoder: StreamDecoder) -> Batch:
     """Read until the stream yields something for the caller (or ends)."""
     async for data in chunks:
         out = decoder.feed(data)
@@ -143,14 +143,13 @@ async def _relay(
     resp: UpstreamResponse,
     chunks: AsyncIterator[bytes],
     decoder: StreamDecoder,
-    first: list[Chunk],
+    first: Batch,
     secrets: tuple[str, ...],
-) -> AsyncGenerator[Chunk, None]:
+) -> AsyncGenerator[Batch, None]:
     attempt = ctx.attempts[-1]
     wait = 0.0
     try:
-        for chunk in first:
-            yield chunk
+        yield first
         it = chunks.__aiter__()
         while True:
             t0 = time.perf_counter()
@@ -160,10 +159,12 @@ async def _relay(
                 break
             finally:
                 wait += time.perf_counter() - t0
-            for chunk in decoder.feed(data):
-                yield chunk
-        for chunk in decoder.end():
-            yield chunk
+            batch = decoder.feed(data)
+            if batch:
+                yield batch
+        batch = decoder.end()
+        if batch:
+            yield batch
     except UpstreamError as exc:
         attempt.error_class = exc.error_class
         exc.message = scrub(exc.message, secrets)

@@ -10,17 +10,17 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from aigateway.config.load import LoadedConfig
 from aigateway.config.model import GatewayConfig, MockProvider, OpenAIProvider
 from aigateway.keys import KeyIndex
+from aigateway.metrics import Metrics
 from aigateway.middleware.auth import Authenticate
 from aigateway.middleware.observe import Observe
 from aigateway.middleware.parse import ParseBody
 from aigateway.middleware.route import ResolveRoute
 from aigateway.mock_transport import MockTransport
-from aigateway.observability import Metrics
+from aigateway.observability import AccessLog
 from aigateway.pipeline import Handler, build_chain
 from aigateway.providers.mock import MockEngine
 from aigateway.providers.openai import OpenAIAdapter
@@ -44,13 +44,18 @@ class Runtime:
 
 
 def build_runtime(
-    loaded: LoadedConfig, *, http: Transport, metrics: Metrics, logger: Any
+    loaded: LoadedConfig, *, http: Transport, metrics: Metrics, access_log: AccessLog
 ) -> Runtime:
     config = loaded.config
     keys = KeyIndex(config.keys, config.projects)
     providers = {name: _provider(name, p, http) for name, p in config.providers.items()}
     chain = build_chain(
-        [Observe(metrics, logger), Authenticate(keys), ParseBody(), ResolveRoute(config.models)],
+        [
+            Observe(metrics, access_log),
+            Authenticate(keys),
+            ParseBody(),
+            ResolveRoute(config.models),
+        ],
         Proxy(providers),
     )
     return Runtime(

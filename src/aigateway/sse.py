@@ -8,15 +8,14 @@ unbounded buffer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class SSEError(ValueError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class SSEEvent:
+class SSEEvent(NamedTuple):
     data: bytes
     event: str | None = None
 
@@ -24,9 +23,22 @@ class SSEEvent:
 class SSEDecoder:
     def __init__(self, max_event_bytes: int = 16 * 1024 * 1024) -> None:
         self._buf = b""
+        #: pieces of an unfinished line, joined once a line break arrives (no quadratic copy)
+        self._parts: list[bytes] = []
+        self._size = 0
         self._max = max_event_bytes
 
     def feed(self, data: bytes) -> list[SSEEvent]:
+        if b"\n" not in data and b"\r" not in data:
+            self._parts.append(data)
+            self._size += len(data)
+            if len(self._buf) + self._size > self._max:
+                raise SSEError(f"an event is larger than {self._max} bytes")
+            return []
+        if self._parts:
+            data = b"".join(self._parts) + data
+            self._parts.clear()
+            self._size = 0
         buf = self._buf + data if self._buf else data
         if b"\r" in buf:
             # A CR at the very end may be the first half of a CRLF: keep it back.
@@ -36,24 +48,24 @@ class SSEDecoder:
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             if held:
                 buf += b"\r"
-        events: list[SSEEvent] = []
-        start = 0
-        while True:
-            end = buf.find(b"\n\n", start)
-            if end < 0:
-                break
-            event = _parse_block(buf[start:end])
-            if event is not None:
-                events.append(event)
-            start = end + 2
-        self._buf = buf[start:]
+        blocks = buf.split(b"\n\n")
+        self._buf = blocks.pop()
         if len(self._buf) > self._max:
             raise SSEError(f"an event is larger than {self._max} bytes")
+        events: list[SSEEvent] = []
+        for block in blocks:
+            if block[:6] == b"data: " and b"\n" not in block:
+                events.append(SSEEvent(block[6:]))  # the common case: one data line
+            else:
+                event = _parse_block(block)
+                if event is not None:
+                    events.append(event)
         return events
 
     def end(self) -> list[SSEEvent]:
         """The stream closed: a final event without its blank line still counts."""
-        rest, self._buf = self._buf.rstrip(b"\r\n"), b""
+        rest = (self._buf + b"".join(self._parts)).rstrip(b"\r\n")
+        self._buf, self._parts, self._size = b"", [], 0
         if not rest:
             return []
         event = _parse_block(rest.replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
@@ -61,8 +73,6 @@ class SSEDecoder:
 
 
 def _parse_block(block: bytes) -> SSEEvent | None:
-    if block.startswith(b"data: ") and b"\n" not in block:
-        return SSEEvent(block[6:])  # the common case: one data line
     data: list[bytes] = []
     event: str | None = None
     for line in block.split(b"\n"):

@@ -10,24 +10,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator
-from typing import Any
 
 from aigateway.errors import GatewayError
-from aigateway.observability import Metrics
+from aigateway.metrics import Metrics
+from aigateway.observability import AccessLog
 from aigateway.pipeline import Handler, Reply, RequestContext, StreamReply
-from aigateway.providers.base import Chunk
+from aigateway.providers.base import Batch
 
 #: status logged when the caller went away before the response was complete
 CLIENT_CLOSED = 499
+_STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 
 
 class Observe:
-    def __init__(self, metrics: Metrics, logger: Any) -> None:
+    def __init__(self, metrics: Metrics, logger: AccessLog) -> None:
         self._metrics = metrics
         self._log = logger
 
     async def __call__(self, ctx: RequestContext, call_next: Handler) -> Reply:
-        self._metrics.in_flight.inc()
+        self._metrics.in_flight.value += 1
         try:
             reply = await call_next(ctx)
         except GatewayError as exc:
@@ -40,69 +41,69 @@ class Observe:
             self._done(ctx, 500, type(exc).__name__)
             raise
         if isinstance(reply, StreamReply):
-            return StreamReply(self._watch(ctx, reply.chunks))
+            return StreamReply(self._watch(ctx, reply.batches))
         self._done(ctx, reply.status, None)
         return reply
 
     async def _watch(
-        self, ctx: RequestContext, chunks: AsyncGenerator[Chunk, None]
-    ) -> AsyncGenerator[Chunk, None]:
+        self, ctx: RequestContext, batches: AsyncGenerator[Batch, None]
+    ) -> AsyncGenerator[Batch, None]:
         status: int = CLIENT_CLOSED
         error: str | None = "ClientClosed"
         try:
-            async for chunk in chunks:
-                yield chunk
+            async for batch in batches:
+                yield batch
             status, error = 200, None
         except GatewayError as exc:
             status, error = exc.status, exc.error_class
             raise
         finally:
-            await chunks.aclose()
+            await batches.aclose()
             self._done(ctx, status, error)
 
     def _done(self, ctx: RequestContext, status: int, error: str | None) -> None:
         ctx.status = status
         ctx.error_class = error
         m = self._metrics
-        m.in_flight.dec()
+        m.in_flight.value -= 1
         wall = time.perf_counter() - ctx.started
         overhead = max(0.0, wall - ctx.upstream_s)
         project = ctx.project_name or "-"
         route = ctx.route_name or "-"
         provider = ctx.target.provider if ctx.target is not None else "-"
-        m.requests.labels(
-            project, ctx.key.id if ctx.key else "-", route, provider, f"{status // 100}xx"
-        ).inc()
-        m.request_duration.labels(route).observe(wall)
-        m.overhead.labels(route).observe(overhead)
+        key = ctx.key.id if ctx.key else "-"
+        m.requests.inc((project, key, route, provider, _STATUS_CLASS[status // 100]))
+        m.request_duration.observe((route,), wall)
+        m.overhead.observe((route,), overhead)
         usage = ctx.usage
         if usage is not None and ctx.target is not None:
             tokens = m.tokens
-            tokens.labels(project, route, provider, "input").inc(usage.prompt_tokens)
-            tokens.labels(project, route, provider, "output").inc(usage.completion_tokens)
+            tokens.inc((project, route, provider, "input"), usage.prompt_tokens)
+            tokens.inc((project, route, provider, "output"), usage.completion_tokens)
             if usage.cached_tokens:
-                tokens.labels(project, route, provider, "cached").inc(usage.cached_tokens)
+                tokens.inc((project, route, provider, "cached"), usage.cached_tokens)
             if usage.reasoning_tokens:
-                tokens.labels(project, route, provider, "reasoning").inc(usage.reasoning_tokens)
+                tokens.inc((project, route, provider, "reasoning"), usage.reasoning_tokens)
         for attempt in ctx.attempts:
             outcome = "ok" if attempt.error_class is None else attempt.error_class
-            m.attempts.labels(attempt.provider, outcome).inc()
-        self._log.info(
-            "request",
-            request_id=ctx.request_id,
-            endpoint=ctx.endpoint,
-            key_id=ctx.key.id if ctx.key else None,
-            project=ctx.project_name,
-            route=ctx.route_name,
-            provider=ctx.target.provider if ctx.target else None,
-            model=ctx.served_model,
-            stream=ctx.stream,
-            status=status,
-            error_class=error,
-            attempts=len(ctx.attempts),
-            latency_ms=round(wall * 1000, 2),
-            overhead_ms=round(overhead * 1000, 3),
-            ttfb_ms=round(ctx.first_byte_s * 1000, 2) if ctx.first_byte_s is not None else None,
-            prompt_tokens=usage.prompt_tokens if usage else None,
-            completion_tokens=usage.completion_tokens if usage else None,
+            m.attempts.inc((attempt.provider, outcome))
+        self._log.write(
+            {
+                "request_id": ctx.request_id,
+                "endpoint": ctx.endpoint,
+                "key_id": ctx.key.id if ctx.key else None,
+                "project": ctx.project_name,
+                "route": ctx.route_name,
+                "provider": ctx.target.provider if ctx.target else None,
+                "model": ctx.served_model,
+                "stream": ctx.stream,
+                "status": status,
+                "error_class": error,
+                "attempts": len(ctx.attempts),
+                "latency_ms": round(wall * 1000, 2),
+                "overhead_ms": round(overhead * 1000, 3),
+                "ttfb_ms": None if ctx.first_byte_s is None else round(ctx.first_byte_s * 1000, 2),
+                "prompt_tokens": usage.prompt_tokens if usage else None,
+                "completion_tokens": usage.completion_tokens if usage else None,
+            }
         )

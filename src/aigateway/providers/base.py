@@ -8,6 +8,7 @@ again for the next target after a failure.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -25,12 +26,70 @@ class UpstreamRequest:
     stream: bool = False
 
 
-@dataclass(slots=True)
 class Chunk:
-    """One OpenAI ``chat.completion.chunk``; ``raw`` is its JSON when unchanged."""
+    """One OpenAI ``chat.completion.chunk``.
 
-    data: dict[str, Any]
-    raw: bytes | None = None
+    Built from a dict (translated chunks) or from the provider's JSON bytes
+    (pass-through), which are then parsed only if someone reads ``data``: relaying
+    a stream costs no JSON work for chunks nobody needs to look inside.
+    """
+
+    __slots__ = ("_data", "raw")
+
+    def __init__(self, data: dict[str, Any] | None = None, raw: bytes | None = None) -> None:
+        if data is None and raw is None:
+            raise ValueError("a chunk needs data or raw JSON")
+        self._data = data
+        #: the chunk's JSON as sent upstream; None once it differs from ``data``
+        self.raw = raw
+
+    @property
+    def data(self) -> dict[str, Any]:
+        if self._data is None:
+            assert self.raw is not None
+            value = json.loads(self.raw)
+            if not isinstance(value, dict):
+                raise ValueError("a chunk must be a JSON object")
+            self._data = value
+        return self._data
+
+    def encode(self) -> bytes:
+        return (
+            self.raw
+            if self.raw is not None
+            else json.dumps(self._data, separators=(",", ":"), ensure_ascii=False).encode()
+        )
+
+
+class Batch:
+    """What one upstream read produced for the caller, written to it in one go.
+
+    Its parts, in order, are ``Chunk``s and runs of pass-through chunks still in
+    their SSE framing (``bytes``: relayed as they came, never parsed).
+    ``all_chunks()`` gives every chunk as a ``Chunk`` for code that must look inside.
+    """
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: list[Chunk | bytes] | None = None) -> None:
+        self.parts: list[Chunk | bytes] = parts if parts is not None else []
+
+    def __bool__(self) -> bool:
+        return bool(self.parts)
+
+    def encode(self) -> bytes:
+        return b"".join(
+            [p if isinstance(p, bytes) else b"data: " + p.encode() + b"\n\n" for p in self.parts]
+        )
+
+    def all_chunks(self) -> list[Chunk]:
+        out: list[Chunk] = []
+        for part in self.parts:
+            if isinstance(part, bytes):
+                out += [Chunk(raw=block[6:]) for block in part.split(b"\n\n") if block]
+            else:
+                out.append(part)
+        return out
 
 
 @dataclass(slots=True)
@@ -56,11 +115,11 @@ class StreamState:
 class StreamDecoder(Protocol):
     state: StreamState
 
-    def feed(self, data: bytes) -> list[Chunk]:
-        """Bytes as they arrive → the chunks to send to the caller."""
+    def feed(self, data: bytes) -> Batch:
+        """Bytes as they arrive → what to send to the caller now."""
         ...
 
-    def end(self) -> list[Chunk]:
+    def end(self) -> Batch:
         """The upstream closed. Raises ``UpstreamProtocolError`` if it stopped early."""
         ...
 

@@ -9,12 +9,13 @@ did not ask for it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from aigateway.errors import UpstreamProtocolError, UpstreamStatusError
-from aigateway.providers.base import Chunk, Parsed, StreamState, UpstreamRequest
-from aigateway.sse import SSEDecoder, SSEError
+from aigateway.providers.base import Batch, Chunk, Parsed, StreamState, UpstreamRequest
+from aigateway.sse import SSEDecoder, SSEError, SSEEvent
 from aigateway.wire import Usage
 
 
@@ -146,27 +147,79 @@ def _json_object(body: bytes) -> dict[str, Any]:
     return data
 
 
+# Streams are relayed without parsing: a read's complete events go out as they came,
+# up to the first event that needs a look inside (an error, a usage object, [DONE]).
+# Only those, and the stream's first chunk (for the served model), are parsed.
+_USAGE_OBJECT = re.compile(rb'"usage": ?\{')
+_TEXT = re.compile(rb'"(?:content|arguments)": ?"([^"\\]*(?:\\.[^"\\]*)*)"')
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+
+def text_length(raw: bytes) -> int:
+    """Characters of output text (content, tool arguments) in raw chunk JSON; escapes
+    count extra. Used to estimate tokens when a stream's usage never arrives."""
+    return sum(len(m) for m in _TEXT.findall(raw))
+
+
 class OpenAIStreamDecoder:
     def __init__(self, *, client_wants_usage: bool) -> None:
-        self._sse = SSEDecoder()
         self._keep_usage_chunk = client_wants_usage
+        self._first = True
+        self._pending = b""
+        self._parts: list[bytes] = []  # an unfinished line, joined when a newline comes
+        self._sse = SSEDecoder()
         self.state = StreamState()
 
-    def feed(self, data: bytes) -> list[Chunk]:
+    def feed(self, data: bytes) -> Batch:
+        if b"\n" not in data and b"\r" not in data:
+            self._parts.append(data)  # no event can end here
+            if len(self._pending) + sum(map(len, self._parts)) > MAX_EVENT_BYTES:
+                raise UpstreamProtocolError("The provider sent an oversized stream event.")
+            return Batch()
+        if self._parts:
+            data = b"".join(self._parts) + data
+            self._parts.clear()
+        buf = self._pending + data if self._pending else data
+        if b"\r" in buf:
+            held = buf.endswith(b"\r")  # maybe half of a CRLF
+            buf = buf[:-1] if held else buf
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + (b"\r" if held else b"")
+        cut = buf.rfind(b"\n\n") + 2
+        if cut < 2:
+            self._pending = buf
+            if len(buf) > MAX_EVENT_BYTES:
+                raise UpstreamProtocolError("The provider sent an oversized stream event.")
+            return Batch()
+        complete, self._pending = buf[:cut], buf[cut:]
+        parts: list[Chunk | bytes] = []
+        if self._first:  # parse the first event alone: it names the served model
+            first = complete.find(b"\n\n") + 2
+            parts += self._parse(self._sse.feed(complete[:first]))
+            complete = complete[first:]
+        split = _plain_prefix(complete) if complete else 0
+        if split:
+            framed = complete[:split]
+            self.state.output_chars += text_length(framed)
+            parts.append(framed)
+            complete = complete[split:]
+        if complete:
+            parts += self._parse(self._sse.feed(complete))
+        return Batch(parts)
+
+    def end(self) -> Batch:
+        tail = b"".join([self._pending, *self._parts])
+        self._pending, self._parts = b"", []
         try:
-            events = self._sse.feed(data)
+            events = self._sse.feed(tail) + self._sse.end() if tail else []
         except SSEError as exc:
             raise UpstreamProtocolError(f"The provider's stream is malformed: {exc}") from None
-        return self._chunks(events)
-
-    def end(self) -> list[Chunk]:
-        chunks = self._chunks(self._sse.end())
+        batch = Batch(list(self._parse(events)))
         if not self.state.finished:
             raise UpstreamProtocolError("The provider's stream ended before it was complete.")
-        return chunks
+        return batch
 
-    def _chunks(self, events: list[Any]) -> list[Chunk]:
-        out: list[Chunk] = []
+    def _parse(self, events: list[SSEEvent]) -> list[Chunk | bytes]:
+        out: list[Chunk | bytes] = []
         state = self.state
         for event in events:
             raw = event.data
@@ -175,32 +228,52 @@ class OpenAIStreamDecoder:
                 continue
             if state.finished:
                 continue
-            try:
-                data = json.loads(raw)
-            except (ValueError, RecursionError):
-                raise UpstreamProtocolError("The provider sent a malformed stream event.") from None
-            if not isinstance(data, dict):
-                raise UpstreamProtocolError("The provider sent a malformed stream event.")
+            chunk = Chunk(raw=raw)
+            data = _chunk_data(chunk)
             if "error" in data:
                 err = data["error"]
                 message = err.get("message") if isinstance(err, dict) else None
                 raise UpstreamProtocolError(
                     message if isinstance(message, str) else "The provider's stream failed."
                 )
-            if state.served_model is None and isinstance(data.get("model"), str):
-                state.served_model = data["model"]
-            choices = data.get("choices")
+            if self._first:
+                self._first = False
+                if isinstance(data.get("model"), str):
+                    state.served_model = data["model"]
             usage = data.get("usage")
             if usage is not None:
                 state.usage = Usage.from_openai(usage) or state.usage
-                if not choices and not self._keep_usage_chunk:
+                if not data.get("choices") and not self._keep_usage_chunk:
                     continue  # the usage chunk we asked for on the caller's behalf
-            if choices and isinstance(choices, list):
-                for choice in choices:
-                    delta = choice.get("delta") if isinstance(choice, dict) else None
-                    if isinstance(delta, dict):
-                        content = delta.get("content")
-                        if isinstance(content, str):
-                            state.output_chars += len(content)
-            out.append(Chunk(data, raw))
+            state.output_chars += text_length(raw)
+            out.append(chunk)
         return out
+
+
+def _plain_prefix(complete: bytes) -> int:
+    """How many leading bytes of ``complete`` (whole events) can be relayed untouched:
+    single-line ``data:`` events with no error, usage object or [DONE] in them."""
+    stop = len(complete)
+    for marker in (b'"error"', b"[DONE]"):
+        at = complete.find(marker)
+        if 0 <= at < stop:
+            stop = at
+    usage = _USAGE_OBJECT.search(complete, 0, stop)
+    if usage is not None:
+        stop = usage.start()
+    if stop < len(complete):
+        stop = complete.rfind(b"\n\n", 0, stop) + 2  # back to the start of that event
+        if stop < 2:
+            return 0
+    run = complete[:stop]
+    events = run.count(b"\n\n")
+    if run.count(b"\n") != 2 * events or run.count(b"data: ") != events:
+        return 0  # comments, other fields, multi-line data: parse them properly
+    return stop
+
+
+def _chunk_data(chunk: Chunk) -> dict[str, Any]:
+    try:
+        return chunk.data
+    except (ValueError, RecursionError):
+        raise UpstreamProtocolError("The provider sent a malformed stream event.") from None

@@ -1,0 +1,143 @@
+"""Prometheus metrics for the request path, without locks.
+
+prometheus-client's metric objects take a thread lock on every update; the
+gateway updates its request metrics only from the event loop, so it keeps them
+as plain numbers and renders them through a collector when ``/metrics`` is
+scraped (on the same loop, so a scrape always sees a consistent state).
+
+Label values must be names the config declares (project, key id, route,
+provider) or fixed words, never raw client input: that keeps series bounded.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+Labels = tuple[str, ...]
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+class LoopCounter:
+    def __init__(self, name: str, doc: str, labelnames: Sequence[str]) -> None:
+        self.name, self.doc, self.labelnames = name, doc, list(labelnames)
+        self.values: dict[Labels, float] = {}
+
+    def inc(self, labels: Labels, amount: float = 1.0) -> None:
+        values = self.values
+        values[labels] = values.get(labels, 0.0) + amount
+
+    def collect(self) -> Metric:
+        family = CounterMetricFamily(self.name, self.doc, labels=self.labelnames)
+        for labels, value in self.values.items():
+            family.add_metric(list(labels), value)
+        return family
+
+
+class LoopGauge:
+    def __init__(self, name: str, doc: str) -> None:
+        self.name, self.doc = name, doc
+        self.value = 0.0
+
+    def collect(self) -> Metric:
+        family = GaugeMetricFamily(self.name, self.doc)
+        family.add_metric([], self.value)
+        return family
+
+
+class LoopHistogram:
+    def __init__(
+        self, name: str, doc: str, labelnames: Sequence[str], buckets: Sequence[float]
+    ) -> None:
+        self.name, self.doc, self.labelnames = name, doc, list(labelnames)
+        self.buckets = tuple(sorted(buckets))
+        #: per label set: counts per bucket (the last is +Inf), then the sum
+        self.values: dict[Labels, tuple[list[int], list[float]]] = {}
+
+    def observe(self, labels: Labels, value: float) -> None:
+        entry = self.values.get(labels)
+        if entry is None:
+            entry = self.values[labels] = ([0] * (len(self.buckets) + 1), [0.0])
+        entry[0][bisect_left(self.buckets, value)] += 1
+        entry[1][0] += value
+
+    def collect(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
+        for labels, (counts, total) in self.values.items():
+            cumulative, running = [], 0
+            for bound, count in zip((*self.buckets, float("inf")), counts, strict=True):
+                running += count
+                cumulative.append((_le(bound), running))
+            family.add_metric(list(labels), cumulative, total[0])
+        return family
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+class Metrics:
+    """The gateway's metrics, on their own registry (tests make one each)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.requests = LoopCounter(
+            "aigateway_requests",
+            "Requests answered, by who asked, what they asked for and the status class.",
+            ["project", "key", "route", "provider", "status"],
+        )
+        self.request_duration = LoopHistogram(
+            "aigateway_request_duration_seconds",
+            "Wall time from request to last byte.",
+            ["route"],
+            LATENCY_BUCKETS,
+        )
+        self.overhead = LoopHistogram(
+            "aigateway_overhead_seconds",
+            "Gateway time per request: wall time minus time waiting on upstreams.",
+            ["route"],
+            OVERHEAD_BUCKETS,
+        )
+        self.tokens = LoopCounter(
+            "aigateway_tokens",
+            "Tokens by type as reported by the provider.",
+            ["project", "route", "provider", "type"],
+        )
+        self.attempts = LoopCounter(
+            "aigateway_upstream_attempts",
+            "Calls to upstream targets by outcome.",
+            ["provider", "outcome"],
+        )
+        self.in_flight = LoopGauge("aigateway_in_flight_requests", "Requests being handled now.")
+        self._loop_metrics = (
+            self.requests,
+            self.request_duration,
+            self.overhead,
+            self.tokens,
+            self.attempts,
+            self.in_flight,
+        )
+        self.registry.register(self)
+        self.config_info = Gauge(
+            "aigateway_config_info",
+            "The loaded configuration (value 1), labelled by its SHA-256.",
+            ["sha256"],
+            registry=self.registry,
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._loop_metrics:
+            yield metric.collect()
+
+    def describe(self) -> Iterator[Metric]:
+        return self.collect()
