@@ -265,6 +265,15 @@ def test_error_headers_are_sanitised() -> None:
     ],
 )
 def test_text_length(raw: bytes, length: int) -> None:
-    from aigateway.providers.openai import text_length
+    from aigateway.providers.base import text_length
 
     assert text_length(raw) == length
+
+
+def test_output_is_measured_within_bounded_memory() -> None:
+    state = StreamState()
+    piece = b'{"choices":[{"delta":{"content":"' + b"x" * 1000 + b'"}}]}'
+    for _ in range(500):  # ~500 KB relayed
+        state.add_output(piece)
+        assert state._unmeasured_bytes <= 64 * 1024 + len(piece)
+    assert state.output_chars == 500_000

@@ -130,11 +130,11 @@ async def _stream(
     request: web.Request, reply: StreamReply, headers: dict[str, str]
 ) -> web.StreamResponse:
     resp = web.StreamResponse(status=200, headers=headers)
-    batches = reply.batches
+    stream = reply.stream
     try:
         await resp.prepare(request)
         try:
-            async for batch in batches:
+            while (batch := await stream.next()) is not None:
                 await resp.write(batch.encode())
         except GatewayError as exc:
             # Bytes already reached the caller: no retry, no [DONE]; say what broke.
@@ -144,7 +144,7 @@ async def _stream(
     except ConnectionError:
         pass  # the caller went away; the pipeline bills and logs it in its finally
     finally:
-        await batches.aclose()
+        await stream.aclose()
     return resp
 
 

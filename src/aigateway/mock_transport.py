@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 
 from aigateway.config.model import Timeouts
 from aigateway.errors import UpstreamTimeout
@@ -30,21 +30,21 @@ class MockTransport:
 class _MockResponse:
     def __init__(self, plan: MockPlan) -> None:
         self._plan = plan
+        self._events = plan.events or [plan.body]
+        self._next = 0
         self.status = plan.status
         self.headers: Mapping[str, str] = plan.headers
 
     async def read(self, limit: int = MAX_RESPONSE_BYTES) -> bytes:
         return self._plan.body[:limit]
 
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
-        if not self._plan.events:
-            yield self._plan.body
-            return
-        delay = self._plan.chunk_delay_s
-        for event in self._plan.events:
-            if delay:
-                await asyncio.sleep(delay)
-            yield event
+    async def read_chunk(self) -> bytes:
+        if self._next >= len(self._events):
+            return b""
+        if self._plan.chunk_delay_s:
+            await asyncio.sleep(self._plan.chunk_delay_s)
+        self._next += 1
+        return self._events[self._next - 1]
 
     def release(self) -> None:
         pass

@@ -8,7 +8,7 @@ configured once, called as ``await mw(ctx, call_next)``.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -75,15 +75,25 @@ class JsonReply:
 
 @dataclass(slots=True)
 class StreamReply:
-    """A stream of chunk batches; the handler writes ``data: [DONE]`` if it ends cleanly.
+    """A stream of batches; the handler writes ``data: [DONE]`` if it ends cleanly."""
+
+    stream: BatchStream
+
+
+class BatchStream(Protocol):
+    """The body of a streamed reply, pulled by the handler one batch at a time.
 
     Each batch holds what one upstream read produced and is sent at once (never
-    held back waiting for more). The iterator raising a ``GatewayError`` after
-    bytes were sent ends the stream with an error event and no ``[DONE]``. The
-    handler always ``aclose()``s it.
+    held back waiting for more). ``next()`` returns None when the stream ended
+    cleanly; a ``GatewayError`` from it after bytes were sent ends the stream with
+    an error event and no ``[DONE]``. The handler always calls ``aclose()``, once,
+    whether the stream ended, failed or the caller went away.
+    (Plain objects, not async generators: this runs for every chunk.)
     """
 
-    batches: AsyncGenerator[Batch, None]
+    async def next(self) -> Batch | None: ...
+
+    async def aclose(self) -> None: ...
 
 
 Reply = JsonReply | StreamReply

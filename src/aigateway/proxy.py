@@ -10,7 +10,7 @@ error event.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aigateway.config.model import Target, Timeouts
@@ -78,7 +78,6 @@ class Proxy:
         started = time.perf_counter()
         handed_off = False
         resp: UpstreamResponse | None = None
-        chunks: AsyncIterator[bytes] | None = None
         try:
             resp = await handle.transport.open(req, handle.timeouts)
             attempt.status = resp.status
@@ -87,12 +86,11 @@ class Proxy:
                 raise adapter.error(resp.status, resp.headers, body)
             if req.stream:
                 decoder = adapter.stream_decoder(client_wants_usage=ctx.client_wants_usage)
-                chunks = resp.iter_chunks()
-                first = await _first_chunks(chunks, decoder)
+                first = await _first_batch(resp, decoder)
                 ctx.first_byte_s = time.perf_counter() - ctx.started
                 _served(ctx, handle.name, decoder.state.served_model or target.model)
                 handed_off = True
-                return StreamReply(_relay(ctx, resp, chunks, decoder, first, secrets))
+                return StreamReply(_Relay(ctx, resp, decoder, first, secrets))
             body = await resp.read()
             parsed = (
                 adapter.parse_chat(body)
@@ -110,11 +108,8 @@ class Proxy:
             elapsed = time.perf_counter() - started
             attempt.latency_s = elapsed
             ctx.upstream_s += elapsed
-            if not handed_off:
-                if chunks is not None:
-                    await _aclose(chunks)
-                if resp is not None:
-                    resp.release()
+            if not handed_off and resp is not None:
+                resp.release()
 
 
 def _served(ctx: RequestContext, provider: str, model: str) -> None:
@@ -129,55 +124,62 @@ def _header_safe(value: str) -> str:
     return value if value.isprintable() else "".join(c for c in value if c.isprintable())
 
 
-async def _first_chunks(chunks: AsyncIterator[bytes], decoder: StreamDecoder) -> Batch:
-    """Read until the stream yields something for the caller (or ends)."""
-    async for data in chunks:
-        out = decoder.feed(data)
-        if out:
-            return out
+async def _first_batch(resp: UpstreamResponse, decoder: StreamDecoder) -> Batch:
+    """Read until the stream has something for the caller (or ends)."""
+    while data := await resp.read_chunk():
+        batch = decoder.feed(data)
+        if batch:
+            return batch
     return decoder.end()
 
 
-async def _relay(
-    ctx: RequestContext,
-    resp: UpstreamResponse,
-    chunks: AsyncIterator[bytes],
-    decoder: StreamDecoder,
-    first: Batch,
-    secrets: tuple[str, ...],
-) -> AsyncGenerator[Batch, None]:
-    attempt = ctx.attempts[-1]
-    wait = 0.0
-    try:
-        yield first
-        it = chunks.__aiter__()
-        while True:
-            t0 = time.perf_counter()
-            try:
-                data = await it.__anext__()
-            except StopAsyncIteration:
-                break
-            finally:
-                wait += time.perf_counter() - t0
-            batch = decoder.feed(data)
-            if batch:
-                yield batch
-        batch = decoder.end()
-        if batch:
-            yield batch
-    except UpstreamError as exc:
-        attempt.error_class = exc.error_class
-        exc.message = scrub(exc.message, secrets)
-        raise
-    finally:
-        ctx.usage = decoder.state.usage
-        ctx.upstream_s += wait
-        attempt.latency_s += wait
-        await _aclose(chunks)
-        resp.release()
+class _Relay:
+    """The rest of an upstream stream, batch by batch, after the first was handed over."""
 
+    def __init__(
+        self,
+        ctx: RequestContext,
+        resp: UpstreamResponse,
+        decoder: StreamDecoder,
+        first: Batch,
+        secrets: tuple[str, ...],
+    ) -> None:
+        self._ctx, self._resp, self._decoder, self._secrets = ctx, resp, decoder, secrets
+        self._first: Batch | None = first
+        self._ended = False
+        self._closed = False
+        self._wait = 0.0
 
-async def _aclose(chunks: AsyncIterator[bytes]) -> None:
-    aclose = getattr(chunks, "aclose", None)
-    if aclose is not None:
-        await aclose()
+    async def next(self) -> Batch | None:
+        if self._first is not None:
+            batch, self._first = self._first, None
+            return batch
+        try:
+            while not self._ended:
+                started = time.perf_counter()
+                try:
+                    data = await self._resp.read_chunk()
+                finally:
+                    self._wait += time.perf_counter() - started
+                if data:
+                    batch = self._decoder.feed(data)
+                else:
+                    self._ended = True
+                    batch = self._decoder.end()
+                if batch:
+                    return batch
+        except UpstreamError as exc:
+            self._ctx.attempts[-1].error_class = exc.error_class
+            exc.message = scrub(exc.message, self._secrets)
+            raise
+        return None
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        ctx = self._ctx
+        ctx.usage = self._decoder.state.usage
+        ctx.upstream_s += self._wait
+        ctx.attempts[-1].latency_s += self._wait
+        self._resp.release()

@@ -9,7 +9,7 @@ credentials) into a message.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Protocol
 
 import aiohttp
@@ -35,7 +35,9 @@ class UpstreamResponse(Protocol):
 
     async def read(self, limit: int = MAX_RESPONSE_BYTES) -> bytes: ...
 
-    def iter_chunks(self) -> AsyncIterator[bytes]: ...
+    async def read_chunk(self) -> bytes:
+        """The next bytes of the body as they arrive; b"" at the end."""
+        ...
 
     def release(self) -> None: ...
 
@@ -101,16 +103,11 @@ class _HttpResponse:
             raise _map(exc, before_response=False) from None
         return b"".join(parts)
 
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
-        it = self._resp.content.iter_any().__aiter__()
-        while True:
-            try:
-                data = await it.__anext__()
-            except StopAsyncIteration:
-                return
-            except BaseException as exc:
-                raise _map(exc, before_response=False) from None
-            yield data
+    async def read_chunk(self) -> bytes:
+        try:
+            return await self._resp.content.readany()
+        except BaseException as exc:
+            raise _map(exc, before_response=False) from None
 
     def release(self) -> None:
         self._resp.release()

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
 
 from aigateway.errors import GatewayError
 from aigateway.metrics import Metrics
 from aigateway.observability import AccessLog
-from aigateway.pipeline import Handler, Reply, RequestContext, StreamReply
+from aigateway.pipeline import BatchStream, Handler, Reply, RequestContext, StreamReply
 from aigateway.providers.base import Batch
 
 #: status logged when the caller went away before the response was complete
@@ -41,25 +40,9 @@ class Observe:
             self._done(ctx, 500, type(exc).__name__)
             raise
         if isinstance(reply, StreamReply):
-            return StreamReply(self._watch(ctx, reply.batches))
+            return StreamReply(_Watched(self, ctx, reply.stream))
         self._done(ctx, reply.status, None)
         return reply
-
-    async def _watch(
-        self, ctx: RequestContext, batches: AsyncGenerator[Batch, None]
-    ) -> AsyncGenerator[Batch, None]:
-        status: int = CLIENT_CLOSED
-        error: str | None = "ClientClosed"
-        try:
-            async for batch in batches:
-                yield batch
-            status, error = 200, None
-        except GatewayError as exc:
-            status, error = exc.status, exc.error_class
-            raise
-        finally:
-            await batches.aclose()
-            self._done(ctx, status, error)
 
     def _done(self, ctx: RequestContext, status: int, error: str | None) -> None:
         ctx.status = status
@@ -107,3 +90,32 @@ class Observe:
                 "completion_tokens": usage.completion_tokens if usage else None,
             }
         )
+
+
+class _Watched:
+    """Passes a stream through and records the request once it is over."""
+
+    def __init__(self, observe: Observe, ctx: RequestContext, inner: BatchStream) -> None:
+        self._observe, self._ctx, self._inner = observe, ctx, inner
+        self._status: int = CLIENT_CLOSED
+        self._error: str | None = "ClientClosed"
+        self._closed = False
+
+    async def next(self) -> Batch | None:
+        try:
+            batch = await self._inner.next()
+        except GatewayError as exc:
+            self._status, self._error = exc.status, exc.error_class
+            raise
+        if batch is None:
+            self._status, self._error = 200, None
+        return batch
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._inner.aclose()
+        finally:
+            self._observe._done(self._ctx, self._status, self._error)

@@ -9,8 +9,9 @@ again for the next target after a failure.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aigateway.errors import UpstreamStatusError
@@ -103,13 +104,45 @@ class Parsed:
     served_model: str | None = None
 
 
+_TEXT = re.compile(rb'"(?:content|arguments)": ?"([^"\\]*(?:\\.[^"\\]*)*)"')
+#: relayed bytes kept for measuring later, when it may turn out not to be needed
+_DEFER_LIMIT = 64 * 1024
+
+
+def text_length(raw: bytes) -> int:
+    """Characters of output text (content, tool arguments) in OpenAI chunk JSON;
+    escapes count extra. Used to estimate tokens when a stream's usage never arrives."""
+    return sum(len(m) for m in _TEXT.findall(raw))
+
+
 @dataclass(slots=True)
 class StreamState:
     usage: Usage | None = None
     served_model: str | None = None
     finished: bool = False
-    #: characters of text produced so far, for estimating usage when none arrives
-    output_chars: int = 0
+    _chars: int = 0
+    _unmeasured: list[bytes] = field(default_factory=list)
+    _unmeasured_bytes: int = 0
+
+    def add_output(self, chunk_json: bytes) -> None:
+        """Note relayed chunk JSON. Its text is measured only if ``output_chars`` is
+        read (usage never came) or more than 64 KiB wait: memory stays bounded."""
+        self._unmeasured.append(chunk_json)
+        self._unmeasured_bytes += len(chunk_json)
+        if self._unmeasured_bytes > _DEFER_LIMIT:
+            self._measure()
+
+    @property
+    def output_chars(self) -> int:
+        """Output text produced so far, in characters (for estimating tokens)."""
+        self._measure()
+        return self._chars
+
+    def _measure(self) -> None:
+        if self._unmeasured:
+            self._chars += text_length(b"".join(self._unmeasured))
+            self._unmeasured.clear()
+            self._unmeasured_bytes = 0
 
 
 class StreamDecoder(Protocol):

@@ -9,7 +9,6 @@ did not ask for it.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -150,15 +149,8 @@ def _json_object(body: bytes) -> dict[str, Any]:
 # Streams are relayed without parsing: a read's complete events go out as they came,
 # up to the first event that needs a look inside (an error, a usage object, [DONE]).
 # Only those, and the stream's first chunk (for the served model), are parsed.
-_USAGE_OBJECT = re.compile(rb'"usage": ?\{')
-_TEXT = re.compile(rb'"(?:content|arguments)": ?"([^"\\]*(?:\\.[^"\\]*)*)"')
+_MARKERS = (b'"error"', b"[DONE]", b'"usage":{', b'"usage": {')
 MAX_EVENT_BYTES = 16 * 1024 * 1024
-
-
-def text_length(raw: bytes) -> int:
-    """Characters of output text (content, tool arguments) in raw chunk JSON; escapes
-    count extra. Used to estimate tokens when a stream's usage never arrives."""
-    return sum(len(m) for m in _TEXT.findall(raw))
 
 
 class OpenAIStreamDecoder:
@@ -199,7 +191,7 @@ class OpenAIStreamDecoder:
         split = _plain_prefix(complete) if complete else 0
         if split:
             framed = complete[:split]
-            self.state.output_chars += text_length(framed)
+            self.state.add_output(framed)
             parts.append(framed)
             complete = complete[split:]
         if complete:
@@ -245,7 +237,7 @@ class OpenAIStreamDecoder:
                 state.usage = Usage.from_openai(usage) or state.usage
                 if not data.get("choices") and not self._keep_usage_chunk:
                     continue  # the usage chunk we asked for on the caller's behalf
-            state.output_chars += text_length(raw)
+            state.add_output(raw)
             out.append(chunk)
         return out
 
@@ -254,20 +246,18 @@ def _plain_prefix(complete: bytes) -> int:
     """How many leading bytes of ``complete`` (whole events) can be relayed untouched:
     single-line ``data:`` events with no error, usage object or [DONE] in them."""
     stop = len(complete)
-    for marker in (b'"error"', b"[DONE]"):
-        at = complete.find(marker)
-        if 0 <= at < stop:
+    for marker in _MARKERS:
+        at = complete.find(marker, 0, stop)
+        if at >= 0:
             stop = at
-    usage = _USAGE_OBJECT.search(complete, 0, stop)
-    if usage is not None:
-        stop = usage.start()
     if stop < len(complete):
         stop = complete.rfind(b"\n\n", 0, stop) + 2  # back to the start of that event
         if stop < 2:
             return 0
-    run = complete[:stop]
-    events = run.count(b"\n\n")
-    if run.count(b"\n") != 2 * events or run.count(b"data: ") != events:
+    # Every line a "data: " line, every event one line: no single newlines, and each
+    # event boundary followed by "data: " (the first event checked by hand).
+    events = complete.count(b"\n\ndata: ", 0, stop) + 1
+    if not complete.startswith(b"data: ") or complete.count(b"\n", 0, stop) != 2 * events:
         return 0  # comments, other fields, multi-line data: parse them properly
     return stop
 
