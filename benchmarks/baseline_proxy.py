@@ -16,6 +16,12 @@ from aiohttp import web
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 
 
+class CoalescedStreamResponse(web.StreamResponse):
+    """Headers leave with the first body write (the gateway does the same)."""
+
+    _send_headers_immediately = False
+
+
 async def forward(request: web.Request) -> web.StreamResponse:
     body = await request.read()
     upstream = request.app["upstream"] + request.path
@@ -23,7 +29,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
         upstream, data=body, headers={"content-type": "application/json"}
     ) as up:
         if up.headers.get("content-type", "").startswith("text/event-stream"):
-            resp = web.StreamResponse(status=up.status,
+            resp = CoalescedStreamResponse(status=up.status,
                                       headers={"content-type": "text/event-stream"})
             await resp.prepare(request)
             async for data in up.content.iter_any():

@@ -126,21 +126,34 @@ async def _run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
     )
 
 
+_DONE = b"data: [DONE]\n\n"
+
+
+class _SSEResponse(web.StreamResponse):
+    """Sends its headers together with the first batch: one packet, not two (the
+    first batch is already in hand when the response starts)."""
+
+    _send_headers_immediately = False
+
+
 async def _stream(
     request: web.Request, reply: StreamReply, headers: dict[str, str]
 ) -> web.StreamResponse:
-    resp = web.StreamResponse(status=200, headers=headers)
+    resp = _SSEResponse(status=200, headers=headers)
     stream = reply.stream
     try:
         await resp.prepare(request)
+        tail = _DONE
         try:
             while (batch := await stream.next()) is not None:
+                if stream.finished:
+                    tail = batch.encode() + _DONE
+                    break
                 await resp.write(batch.encode())
         except GatewayError as exc:
             # Bytes already reached the caller: no retry, no [DONE]; say what broke.
-            await resp.write_eof(b"data: " + _dumps(exc.openai_body()) + b"\n\n")
-        else:
-            await resp.write_eof(b"data: [DONE]\n\n")
+            tail = b"data: " + _dumps(exc.openai_body()) + b"\n\n"
+        await resp.write_eof(tail)
     except ConnectionError:
         pass  # the caller went away; the pipeline bills and logs it in its finally
     finally:

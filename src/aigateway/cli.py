@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import secrets
 import sys
@@ -115,6 +116,11 @@ def _serve(args: argparse.Namespace) -> int:
         config=args.config,
         config_sha256=loaded.sha256,
     )
+    # Everything loaded so far lives as long as the process: take it out of the cyclic
+    # GC's sight, so collections scan only what requests allocate (measured: +10-20%
+    # throughput at 256 connections).
+    gc.collect()
+    gc.freeze()
     web.run_app(
         create_app(loaded, access_log=access_log),
         host=host,

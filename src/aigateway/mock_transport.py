@@ -46,5 +46,8 @@ class _MockResponse:
         self._next += 1
         return self._events[self._next - 1]
 
+    def at_eof(self) -> bool:
+        return self._next >= len(self._events)
+
     def release(self) -> None:
         pass

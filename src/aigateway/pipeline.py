@@ -91,6 +91,12 @@ class BatchStream(Protocol):
     (Plain objects, not async generators: this runs for every chunk.)
     """
 
+    @property
+    def finished(self) -> bool:
+        """True once the upstream ended cleanly: the batch ``next()`` just returned
+        was the last one (its write can carry the end of the response)."""
+        ...
+
     async def next(self) -> Batch | None: ...
 
     async def aclose(self) -> None: ...

@@ -147,14 +147,15 @@ class _Relay:
         self._ctx, self._resp, self._decoder, self._secrets = ctx, resp, decoder, secrets
         self._first: Batch | None = first
         self._ended = False
+        self.finished = False
         self._closed = False
         self._wait = 0.0
 
     async def next(self) -> Batch | None:
-        if self._first is not None:
-            batch, self._first = self._first, None
-            return batch
         try:
+            if self._first is not None:
+                batch, self._first = self._first, None
+                return self._check_end(batch)
             while not self._ended:
                 started = time.perf_counter()
                 try:
@@ -162,10 +163,11 @@ class _Relay:
                 finally:
                     self._wait += time.perf_counter() - started
                 if data:
-                    batch = self._decoder.feed(data)
+                    batch = self._check_end(self._decoder.feed(data))
                 else:
                     self._ended = True
                     batch = self._decoder.end()
+                    self.finished = True
                 if batch:
                     return batch
         except UpstreamError as exc:
@@ -173,6 +175,16 @@ class _Relay:
             exc.message = scrub(exc.message, self._secrets)
             raise
         return None
+
+    def _check_end(self, batch: Batch) -> Batch:
+        """If the upstream body is complete, finish now: the caller's last write can
+        then carry the end of the response too (one packet less per stream)."""
+        if not self._ended and self._resp.at_eof():
+            self._ended = True
+            tail = self._decoder.end()
+            batch.parts += tail.parts
+            self.finished = True
+        return batch
 
     async def aclose(self) -> None:
         if self._closed:

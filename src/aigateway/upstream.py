@@ -39,6 +39,10 @@ class UpstreamResponse(Protocol):
         """The next bytes of the body as they arrive; b"" at the end."""
         ...
 
+    def at_eof(self) -> bool:
+        """The whole body has been read (the next ``read_chunk`` would give b"")."""
+        ...
+
     def release(self) -> None: ...
 
 
@@ -108,6 +112,9 @@ class _HttpResponse:
             return await self._resp.content.readany()
         except BaseException as exc:
             raise _map(exc, before_response=False) from None
+
+    def at_eof(self) -> bool:
+        return self._resp.content.at_eof()
 
     def release(self) -> None:
         self._resp.release()

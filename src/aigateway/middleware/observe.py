@@ -101,13 +101,17 @@ class _Watched:
         self._error: str | None = "ClientClosed"
         self._closed = False
 
+    @property
+    def finished(self) -> bool:
+        return self._inner.finished
+
     async def next(self) -> Batch | None:
         try:
             batch = await self._inner.next()
         except GatewayError as exc:
             self._status, self._error = exc.status, exc.error_class
             raise
-        if batch is None:
+        if batch is None or self._inner.finished:
             self._status, self._error = 200, None
         return batch
 
