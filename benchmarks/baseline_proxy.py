@@ -29,15 +29,15 @@ async def forward(request: web.Request) -> web.StreamResponse:
         upstream, data=body, headers={"content-type": "application/json"}
     ) as up:
         if up.headers.get("content-type", "").startswith("text/event-stream"):
-            resp = CoalescedStreamResponse(status=up.status,
-                                      headers={"content-type": "text/event-stream"})
+            resp = CoalescedStreamResponse(
+                status=up.status, headers={"content-type": "text/event-stream"}
+            )
             await resp.prepare(request)
             async for data in up.content.iter_any():
                 await resp.write(data)
             await resp.write_eof()
             return resp
-        return web.Response(status=up.status, body=await up.read(),
-                            content_type="application/json")
+        return web.Response(status=up.status, body=await up.read(), content_type="application/json")
 
 
 async def session_ctx(app: web.Application):

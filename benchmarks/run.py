@@ -4,7 +4,7 @@ Topology on a 2-core machine:
 - core 0: nginx (one worker, canned OpenAI JSON and SSE answers) and wrk;
 - core 1: the proxy under test, alone: the baseline or the gateway, one at a time.
 
-Each round runs every scenario (JSON / SSE × 1, 32, 256 connections) for direct,
+Each round runs every scenario (JSON and SSE at 1, 32 and 256 connections) for direct,
 baseline and gateway, interleaved, so a noisy neighbour hurts all three alike.
 Prints RPS, p50 and p99 per target, the gateway/baseline RPS ratio, the p50
 the gateway adds over direct at one connection, and each proxy's peak RSS.
@@ -55,19 +55,34 @@ def wait_port(port: int, timeout: float = 15) -> None:
 def canned(stream: bool) -> str:
     base = {"id": "chatcmpl-bench", "created": 1700000000, "model": "gpt-4o-2024-08-06"}
     if not stream:
-        return json.dumps({**base, "object": "chat.completion", "choices": [{
-            "index": 0, "message": {"role": "assistant", "content": "Hello! " * 20},
-            "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 12, "completion_tokens": 40, "total_tokens": 52}})
+        return json.dumps(
+            {
+                **base,
+                "object": "chat.completion",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "Hello! " * 20},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 12, "completion_tokens": 40, "total_tokens": 52},
+            }
+        )
     events = []
     chunk = {**base, "object": "chat.completion.chunk"}
-    events.append({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant",
-                                                               "content": ""}}]})
+    events.append(
+        {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
+    )
     events += [{**chunk, "choices": [{"index": 0, "delta": {"content": "Hello! "}}]}] * 20
     events.append({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-    events.append({**chunk, "choices": [], "usage": {"prompt_tokens": 12,
-                                                     "completion_tokens": 20,
-                                                     "total_tokens": 32}})
+    events.append(
+        {
+            **chunk,
+            "choices": [],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 20, "total_tokens": 32},
+        }
+    )
     return "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
 
 
@@ -141,18 +156,39 @@ class Result:
 def wrk(url: str, body_file: Path, connections: int, duration: float, auth: str) -> Result:
     threads = 1 if connections == 1 else 2
     proc = subprocess.run(
-        ["taskset", "-c", "0", "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s",
-         "--timeout", "10s", "-s", str(HERE / "post.lua"), url],
-        capture_output=True, text=True, env={**os.environ, "BODY_FILE": str(body_file),
-                                               "AUTH": auth}, timeout=duration + 60,
+        [
+            "taskset",
+            "-c",
+            "0",
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(HERE / "post.lua"),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BODY_FILE": str(body_file), "AUTH": auth},
+        timeout=duration + 60,
         check=False,
     )
     line = next((x for x in proc.stdout.splitlines() if x.startswith("BENCH ")), None)
     if line is None:
         raise RuntimeError(f"wrk failed: {proc.stdout}\n{proc.stderr}")
     _, requests, micros, p50, p99, failed = line.split()
-    return Result("", "", connections, int(requests) / (int(micros) / 1e6), float(p50),
-                  float(p99), int(failed))
+    return Result(
+        "",
+        "",
+        connections,
+        int(requests) / (int(micros) / 1e6),
+        float(p50),
+        float(p99),
+        int(failed),
+    )
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -165,8 +201,9 @@ def peak_rss_mib(pid: int) -> float:
 class Proc:
     def __init__(self, args: list[str], port: int, log: Path) -> None:
         self.log = log.open("wb")
-        self.p = subprocess.Popen(["taskset", "-c", "1", *args], stdout=self.log,
-                                  stderr=subprocess.STDOUT)
+        self.p = subprocess.Popen(
+            ["taskset", "-c", "1", *args], stdout=self.log, stderr=subprocess.STDOUT
+        )
         wait_port(port)
 
     def stop(self) -> float:
@@ -201,13 +238,23 @@ def main() -> int:
     bodies = {}
     for kind in ("json", "sse"):
         bodies[kind] = tmp / f"body-{kind}.json"
-        bodies[kind].write_text(json.dumps({
-            "model": f"bench-{kind}", "stream": kind == "sse",
-            "messages": [{"role": "system", "content": "You are terse."},
-                         {"role": "user", "content": "Say hello twenty times."}]}))
-    nginx = subprocess.Popen(["taskset", "-c", "0", "nginx", "-c", str(tmp / "nginx.conf"),
-                              "-p", str(tmp)], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+        bodies[kind].write_text(
+            json.dumps(
+                {
+                    "model": f"bench-{kind}",
+                    "stream": kind == "sse",
+                    "messages": [
+                        {"role": "system", "content": "You are terse."},
+                        {"role": "user", "content": "Say hello twenty times."},
+                    ],
+                }
+            )
+        )
+    nginx = subprocess.Popen(
+        ["taskset", "-c", "0", "nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_port(up_port)
     results: list[Result] = []
     rss = {"baseline": 0.0, "gateway": 0.0}
@@ -216,12 +263,28 @@ def main() -> int:
             for target in ("direct", "baseline", "gateway"):
                 proc = None
                 if target == "baseline":
-                    proc = Proc([sys.executable, str(HERE / "baseline_proxy.py"),
-                                 str(base_port), upstream], base_port, tmp / "baseline.log")
+                    proc = Proc(
+                        [sys.executable, str(HERE / "baseline_proxy.py"), str(base_port), upstream],
+                        base_port,
+                        tmp / "baseline.log",
+                    )
                 elif target == "gateway":
-                    proc = Proc([sys.executable, "-m", "aigateway", "serve", "--config",
-                                 str(tmp / "gateway.yaml"), "--host", "127.0.0.1", "--port",
-                                 str(gw_port)], gw_port, tmp / "gateway.log")
+                    proc = Proc(
+                        [
+                            sys.executable,
+                            "-m",
+                            "aigateway",
+                            "serve",
+                            "--config",
+                            str(tmp / "gateway.yaml"),
+                            "--host",
+                            "127.0.0.1",
+                            "--port",
+                            str(gw_port),
+                        ],
+                        gw_port,
+                        tmp / "gateway.log",
+                    )
                 try:
                     for kind in ("json", "sse"):
                         url = {
@@ -234,9 +297,12 @@ def main() -> int:
                             r = wrk(url, bodies[kind], c, args.duration, KEY)
                             r.target, r.kind = target, kind
                             results.append(r)
-                            print(f"round {rnd + 1} {target:8} {kind:4} c={c:<3} "
-                                  f"{r.rps:9.0f} rps  p50 {r.p50_ms:7.2f} ms  "
-                                  f"p99 {r.p99_ms:7.2f} ms  failed {r.failed}", flush=True)
+                            print(
+                                f"round {rnd + 1} {target:8} {kind:4} c={c:<3} "
+                                f"{r.rps:9.0f} rps  p50 {r.p50_ms:7.2f} ms  "
+                                f"p99 {r.p99_ms:7.2f} ms  failed {r.failed}",
+                                flush=True,
+                            )
                 finally:
                     if proc is not None:
                         rss[target] = max(rss[target], proc.stop())
@@ -245,31 +311,41 @@ def main() -> int:
         nginx.wait(timeout=10)
     report(results, conns, rss)
     if args.json:
-        args.json.write_text(json.dumps({"results": [asdict(r) for r in results],
-                                         "peak_rss_mib": rss}, indent=2))
+        args.json.write_text(
+            json.dumps({"results": [asdict(r) for r in results], "peak_rss_mib": rss}, indent=2)
+        )
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
 def report(results: list[Result], conns: list[int], rss: dict[str, float]) -> None:
     def med(target: str, kind: str, c: int, field: str) -> float:
-        vals = [getattr(r, field) for r in results
-                if r.target == target and r.kind == kind and r.connections == c]
+        vals = [
+            getattr(r, field)
+            for r in results
+            if r.target == target and r.kind == kind and r.connections == c
+        ]
         return statistics.median(vals) if vals else float("nan")
 
     print("\nmedians over rounds")
-    print(f"{'kind':5}{'conns':>6}{'direct rps':>12}{'baseline rps':>14}{'gateway rps':>13}"
-          f"{'gw/base':>9}{'gw p50 ms':>11}{'+p50 vs direct':>16}{'gw p99 ms':>11}")
+    print(
+        f"{'kind':5}{'conns':>6}{'direct rps':>12}{'baseline rps':>14}{'gateway rps':>13}"
+        f"{'gw/base':>9}{'gw p50 ms':>11}{'+p50 vs direct':>16}{'gw p99 ms':>11}"
+    )
     for kind in ("json", "sse"):
         for c in conns:
             d, b, g = (med(t, kind, c, "rps") for t in ("direct", "baseline", "gateway"))
             gp50 = med("gateway", kind, c, "p50_ms")
             dp50 = med("direct", kind, c, "p50_ms")
-            print(f"{kind:5}{c:>6}{d:>12.0f}{b:>14.0f}{g:>13.0f}{g / b:>9.2f}{gp50:>11.2f}"
-                  f"{gp50 - dp50:>16.2f}{med('gateway', kind, c, 'p99_ms'):>11.2f}")
+            print(
+                f"{kind:5}{c:>6}{d:>12.0f}{b:>14.0f}{g:>13.0f}{g / b:>9.2f}{gp50:>11.2f}"
+                f"{gp50 - dp50:>16.2f}{med('gateway', kind, c, 'p99_ms'):>11.2f}"
+            )
     failed = sum(r.failed for r in results)
-    print(f"\npeak RSS: baseline {rss['baseline']:.1f} MiB, gateway {rss['gateway']:.1f} MiB; "
-          f"failed requests: {failed}")
+    print(
+        f"\npeak RSS: baseline {rss['baseline']:.1f} MiB, gateway {rss['gateway']:.1f} MiB; "
+        f"failed requests: {failed}"
+    )
 
 
 if __name__ == "__main__":
