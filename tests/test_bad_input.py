@@ -175,3 +175,39 @@ async def test_embeddings_bad_input(make_gateway: GatewayFactory) -> None:
             async with s.post(gw.url + "/embeddings", json=body, headers=AUTH) as resp:
                 assert resp.status == 400
                 assert (await resp.json())["error"]["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # the caller goes away in the middle of the body
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: 100\r\n\r\n{\"model\":",
+        # a broken chunked encoding
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + KEY.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"zz\r\n{}\r\n0\r\n\r\n",
+    ],
+    ids=["truncated body", "bad chunked encoding"],
+)
+async def test_broken_bodies_never_reach_an_unhandled_error(
+    make_gateway: GatewayFactory, raw: bytes
+) -> None:
+    import asyncio
+
+    gw = await make_gateway()
+    assert gw.server.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.server.port)
+    writer.write(raw)
+    await writer.drain()
+    writer.write_eof()
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    await writer.wait_closed()
+    assert not answer or answer.startswith((b"HTTP/1.1 400", b"HTTP/1.0 400"))
+    assert b" 500 " not in answer
+    assert "unhandled error" not in gw.log.getvalue()
+    async with aiohttp.ClientSession() as s, s.post(
+        gw.url + "/chat/completions", json=GOOD, headers=AUTH
+    ) as resp:
+        assert resp.status == 200

@@ -7,6 +7,7 @@ error shape. Nothing a caller sends can produce an HTML page or a bare 500.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aigateway.config.load import LoadedConfig
@@ -104,6 +106,11 @@ async def _run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
             raise PayloadTooLarge(
                 f"The request body is larger than the gateway's limit of {max_bytes} bytes."
             ) from None
+        except (ConnectionError, HttpProcessingError, asyncio.IncompleteReadError) as exc:
+            # a broken chunked encoding, a bad Content-Encoding, a caller gone mid-body
+            raise InvalidRequest(
+                f"The request body could not be read ({type(exc).__name__})."
+            ) from None
 
     ctx = RequestContext(rid, endpoint, request.headers, read_body)
     try:
@@ -111,7 +118,7 @@ async def _run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
     except GatewayError as exc:
         return error_response(exc, rid)
     except Exception:
-        return _internal_error(request)
+        return _internal_error(request, rid)
     headers = {**ctx.response_headers, "x-request-id": rid}
     if isinstance(reply, JsonReply):
         headers["x-aigateway-overhead-ms"] = f"{ctx.overhead_ms():.3f}"
@@ -259,10 +266,12 @@ def _method_not_allowed(allowed: str) -> Any:
     return handler
 
 
-def _internal_error(request: web.Request) -> web.Response:
-    get_logger("aigateway.app").exception("unhandled error", path=request.path[:200])
+def _internal_error(request: web.Request, rid: str) -> web.Response:
+    get_logger("aigateway.app").exception(
+        "unhandled error", path=request.path[:200], request_id=rid
+    )
     failure = GatewayError("The gateway failed to handle this request.", code="internal_error")
-    return error_response(failure, request.app[REQUEST_IDS](request.headers))
+    return error_response(failure, rid)
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
