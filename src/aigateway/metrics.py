@@ -14,7 +14,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -132,6 +132,17 @@ class Metrics:
             "aigateway_config_info",
             "The loaded configuration (value 1), labelled by its SHA-256.",
             ["sha256"],
+            registry=self.registry,
+        )
+        self.config_reloads = Counter(
+            "aigateway_config_reloads",
+            "Config reload attempts by result: success, failure (old config kept), unchanged.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.config_last_reload_success = Gauge(
+            "aigateway_config_last_reload_success_timestamp_seconds",
+            "When the serving config was loaded (start-up or the last successful reload).",
             registry=self.registry,
         )
 

@@ -1,0 +1,88 @@
+"""The admin API: reload, the effective config (secrets redacted), health details.
+
+Off unless ``admin.key_sha256`` is set (then ``/admin/*`` answers 404 like any
+unknown path). The admin key is compared by digest, in constant time.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Any
+
+from aiohttp import web
+
+from aigateway import __version__
+from aigateway.errors import AuthenticationFailed, GatewayError, NotFound
+from aigateway.keys import digest, key_from_headers
+
+
+def _check(request: web.Request) -> None:
+    from aigateway.app import HOLDER
+
+    admin = request.app[HOLDER].current.config.admin
+    if admin is None:
+        raise NotFound(f"Unknown path: {request.method} {request.path[:200]}", code="not_found")
+    key = key_from_headers(request.headers)
+    if key is None or not hmac.compare_digest(digest(key), admin.key_sha256):
+        raise AuthenticationFailed()
+
+
+async def _guarded(request: web.Request, handler: Any) -> web.StreamResponse:
+    from aigateway.app import REQUEST_IDS, error_response
+
+    rid = request.app[REQUEST_IDS](request.headers)
+    try:
+        _check(request)
+        body = await handler(request)
+    except GatewayError as exc:
+        return error_response(exc, rid)
+    return web.json_response(body, headers={"x-request-id": rid})
+
+
+async def reload(request: web.Request) -> web.StreamResponse:
+    from aigateway.app import RELOADER
+
+    async def run(request: web.Request) -> dict[str, Any]:
+        reloader = request.app.get(RELOADER)
+        if reloader is None:
+            raise NotFound("This gateway was not started from a config file.", code="not_found")
+        result = await reloader.reload("admin")
+        return result.as_dict()
+
+    return await _guarded(request, run)
+
+
+async def effective_config(request: web.Request) -> web.StreamResponse:
+    from aigateway.app import HOLDER
+
+    async def run(request: web.Request) -> dict[str, Any]:
+        runtime = request.app[HOLDER].current
+        return {
+            "config_sha256": runtime.loaded.sha256,
+            "source": runtime.loaded.source,
+            # SecretStr fields dump as "**********": provider keys never leave
+            "config": runtime.config.model_dump(mode="json"),
+        }
+
+    return await _guarded(request, run)
+
+
+async def health(request: web.Request) -> web.StreamResponse:
+    from aigateway.app import HOLDER, METRICS, READY, RELOADER, STARTED
+
+    async def run(request: web.Request) -> dict[str, Any]:
+        runtime = request.app[HOLDER].current
+        reloader = request.app.get(RELOADER)
+        last = reloader.last if reloader is not None else None
+        return {
+            "version": __version__,
+            "ready": request.app[READY]["ready"],
+            "uptime_s": round(time.monotonic() - request.app[STARTED], 3),
+            "config_sha256": runtime.loaded.sha256,
+            "config_loaded_at": runtime.created,
+            "in_flight_requests": request.app[METRICS].in_flight.value,
+            "last_reload": last.as_dict() if last is not None else None,
+        }
+
+    return await _guarded(request, run)
