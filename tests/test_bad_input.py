@@ -182,7 +182,7 @@ async def test_embeddings_bad_input(make_gateway: GatewayFactory) -> None:
     [
         # the caller goes away in the middle of the body
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: 100\r\n\r\n{\"model\":",
+        b"Authorization: Bearer " + KEY.encode() + b'\r\nContent-Length: 100\r\n\r\n{"model":',
         # a broken chunked encoding
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Authorization: Bearer " + KEY.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -207,7 +207,8 @@ async def test_broken_bodies_never_reach_an_unhandled_error(
     assert not answer or answer.startswith((b"HTTP/1.1 400", b"HTTP/1.0 400"))
     assert b" 500 " not in answer
     assert "unhandled error" not in gw.log.getvalue()
-    async with aiohttp.ClientSession() as s, s.post(
-        gw.url + "/chat/completions", json=GOOD, headers=AUTH
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(gw.url + "/chat/completions", json=GOOD, headers=AUTH) as resp,
+    ):
         assert resp.status == 200

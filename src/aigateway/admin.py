@@ -15,11 +15,18 @@ from aiohttp import web
 from aigateway import __version__
 from aigateway.errors import AuthenticationFailed, GatewayError, NotFound
 from aigateway.keys import digest, key_from_headers
+from aigateway.web_common import (
+    HOLDER,
+    METRICS,
+    READY,
+    RELOADER,
+    REQUEST_IDS,
+    STARTED,
+    error_response,
+)
 
 
 def _check(request: web.Request) -> None:
-    from aigateway.app import HOLDER
-
     admin = request.app[HOLDER].current.config.admin
     if admin is None:
         raise NotFound(f"Unknown path: {request.method} {request.path[:200]}", code="not_found")
@@ -29,8 +36,6 @@ def _check(request: web.Request) -> None:
 
 
 async def _guarded(request: web.Request, handler: Any) -> web.StreamResponse:
-    from aigateway.app import REQUEST_IDS, error_response
-
     rid = request.app[REQUEST_IDS](request.headers)
     try:
         _check(request)
@@ -41,8 +46,6 @@ async def _guarded(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 async def reload(request: web.Request) -> web.StreamResponse:
-    from aigateway.app import RELOADER
-
     async def run(request: web.Request) -> dict[str, Any]:
         reloader = request.app.get(RELOADER)
         if reloader is None:
@@ -54,8 +57,6 @@ async def reload(request: web.Request) -> web.StreamResponse:
 
 
 async def effective_config(request: web.Request) -> web.StreamResponse:
-    from aigateway.app import HOLDER
-
     async def run(request: web.Request) -> dict[str, Any]:
         runtime = request.app[HOLDER].current
         return {
@@ -69,8 +70,6 @@ async def effective_config(request: web.Request) -> web.StreamResponse:
 
 
 async def health(request: web.Request) -> web.StreamResponse:
-    from aigateway.app import HOLDER, METRICS, READY, RELOADER, STARTED
-
     async def run(request: web.Request) -> dict[str, Any]:
         runtime = request.app[HOLDER].current
         reloader = request.app.get(RELOADER)

@@ -8,20 +8,22 @@ error shape. Nothing a caller sends can produce an HTML page or a bare 500.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-import re
-import secrets
+import os
 import sys
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from aigateway import admin
 from aigateway.config.load import LoadedConfig
+from aigateway.config.watch import watch_config
 from aigateway.errors import (
     AuthenticationFailed,
     GatewayError,
@@ -33,55 +35,32 @@ from aigateway.keys import key_from_headers
 from aigateway.metrics import Metrics
 from aigateway.observability import AccessLog, LineSink, get_logger
 from aigateway.pipeline import Endpoint, JsonReply, RequestContext, StreamReply
+from aigateway.reload import Reloader
 from aigateway.runtime import Runtime, RuntimeHolder, build_runtime
+from aigateway.tasks import Tasks
 from aigateway.upstream import HttpTransport, new_session
+from aigateway.web_common import (
+    ACCESS_LOG,
+    CONFIG_PATH,
+    HOLDER,
+    LOADED,
+    METRICS,
+    READY,
+    RELOADER,
+    REQUEST_IDS,
+    STARTED,
+    TASKS,
+    WATCH,
+    RequestIds,
+    dumps,
+    error_response,
+)
 
-HOLDER = web.AppKey("holder", RuntimeHolder)
-METRICS = web.AppKey("metrics", Metrics)
-READY = web.AppKey("ready", dict[str, bool])
-LOADED = web.AppKey("loaded", LoadedConfig)
-ACCESS_LOG = web.AppKey("access_log", AccessLog)
-
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _SSE_HEADERS = {
     "content-type": "text/event-stream; charset=utf-8",
     "cache-control": "no-cache",
     "x-accel-buffering": "no",
 }
-
-
-class RequestIds:
-    """Request ids: a random per-process prefix and a counter (unique across replicas,
-    32 hex characters like a UUID, and far cheaper to make)."""
-
-    def __init__(self) -> None:
-        self._prefix = secrets.token_hex(8)
-        self._counter = itertools.count(1)
-
-    def __call__(self, headers: Mapping[str, str]) -> str:
-        """The caller's ``x-request-id`` when it is well-formed, else a new one."""
-        given = headers.get("x-request-id")
-        if given is not None and _REQUEST_ID_RE.match(given):
-            return given
-        return f"{self._prefix}{next(self._counter):016x}"
-
-
-REQUEST_IDS = web.AppKey("request_ids", RequestIds)
-
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def error_response(exc: GatewayError, rid: str) -> web.Response:
-    headers = {**exc.headers, "x-request-id": rid}
-    return web.Response(
-        status=exc.status,
-        body=_dumps(exc.openai_body()),
-        headers=headers,
-        content_type="application/json",
-    )
-
 
 # --- the API ---------------------------------------------------------------------------
 
@@ -122,7 +101,7 @@ async def _run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
     headers = {**ctx.response_headers, "x-request-id": rid}
     if isinstance(reply, JsonReply):
         headers["x-aigateway-overhead-ms"] = f"{ctx.overhead_ms():.3f}"
-        body = reply.raw if reply.raw is not None else _dumps(reply.body)
+        body = reply.raw if reply.raw is not None else dumps(reply.body)
         return web.Response(
             status=reply.status, body=body, headers=headers, content_type="application/json"
         )
@@ -159,7 +138,7 @@ async def _stream(
                 await resp.write(batch.encode())
         except GatewayError as exc:
             # Bytes already reached the caller: no retry, no [DONE]; say what broke.
-            tail = b"data: " + _dumps(exc.openai_body()) + b"\n\n"
+            tail = b"data: " + dumps(exc.openai_body()) + b"\n\n"
         await resp.write_eof(tail)
     except ConnectionError:
         pass  # the caller went away; the pipeline bills and logs it in its finally
@@ -276,20 +255,41 @@ def _internal_error(request: web.Request, rid: str) -> web.Response:
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     loaded = app[LOADED]
+    metrics = app[METRICS]
+    log = get_logger("aigateway")
     session = new_session(loaded.config.server.upstream_max_connections)
+    tasks = app[TASKS] = Tasks(log)
+    stop_watching = asyncio.Event()
     try:
-        runtime = build_runtime(
-            loaded,
-            http=HttpTransport(session),
-            metrics=app[METRICS],
-            access_log=app[ACCESS_LOG],
-        )
-        app[METRICS].config_info.labels(loaded.sha256).set(1)
-        app[HOLDER] = RuntimeHolder(runtime)
+        http = HttpTransport(session)
+
+        def build(loaded: LoadedConfig) -> Runtime:
+            return build_runtime(loaded, http=http, metrics=metrics, access_log=app[ACCESS_LOG])
+
+        holder = app[HOLDER] = RuntimeHolder(build(loaded))
+        metrics.config_info.labels(loaded.sha256).set(1)
+        metrics.config_last_reload_success.set(time.time())
+        path = app.get(CONFIG_PATH)
+        if path is not None:
+            reloader = app[RELOADER] = Reloader(
+                Path(path), holder, build, metrics=metrics, logger=log, env=os.environ
+            )
+            if app[WATCH]:
+                tasks.supervise(
+                    "config-watch",
+                    lambda: watch_config(
+                        Path(path),
+                        reloader.current_digest,
+                        lambda: reloader.reload("watch"),
+                        stop=stop_watching,
+                    ),
+                )
         app[READY]["ready"] = True
         yield
     finally:
         app[READY]["ready"] = False
+        stop_watching.set()
+        await tasks.close()
         await session.close()
 
 
@@ -298,14 +298,29 @@ async def _not_ready(app: web.Application) -> None:
 
 
 def create_app(
-    loaded: LoadedConfig, *, metrics: Metrics | None = None, access_log: AccessLog | None = None
+    loaded: LoadedConfig,
+    *,
+    metrics: Metrics | None = None,
+    access_log: AccessLog | None = None,
+    config_path: str | None = None,
+    watch: bool = True,
 ) -> web.Application:
+    """The gateway as an aiohttp application.
+
+    With ``config_path`` the config can be reloaded (``POST /admin/reload``,
+    SIGHUP under ``aigateway serve``) and, with ``watch``, is reloaded when the
+    file changes.
+    """
     app = web.Application(client_max_size=loaded.config.server.max_body_bytes)
     app[LOADED] = loaded
     app[METRICS] = metrics or Metrics()
     app[ACCESS_LOG] = access_log or AccessLog(LineSink(sys.stdout))
     app[READY] = {"ready": False}
     app[REQUEST_IDS] = RequestIds()
+    app[STARTED] = time.monotonic()
+    app[WATCH] = watch
+    if config_path is not None:
+        app[CONFIG_PATH] = config_path
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_not_ready)
     routes: list[tuple[str, str, Any]] = []
@@ -317,6 +332,9 @@ def create_app(
             ("GET", prefix + "/models/{model:.+}", get_model),
         ]
     routes += [
+        ("POST", "/admin/reload", admin.reload),
+        ("GET", "/admin/config", admin.effective_config),
+        ("GET", "/admin/health", admin.health),
         ("GET", "/healthz", healthz),
         ("GET", "/readyz", readyz),
         ("GET", "/metrics", metrics_endpoint),

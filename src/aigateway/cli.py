@@ -36,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", "-c", default="gateway.yaml", help="path to gateway.yaml")
     serve.add_argument("--host", help="listen address (overrides server.host)")
     serve.add_argument("--port", type=int, help="listen port (overrides server.port)")
+    serve.add_argument(
+        "--no-watch",
+        action="store_true",
+        help="do not reload when the file changes (SIGHUP and /admin/reload still do)",
+    )
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser("check", help="validate a config file; exit 1 if it is invalid")
@@ -96,10 +101,11 @@ def _serve(args: argparse.Namespace) -> int:
     loaded = _load(args.config)
     if loaded is None:
         return 1
-    from aiohttp import web
+    import asyncio
 
     from aigateway.app import create_app
     from aigateway.observability import configure_logging, get_logger
+    from aigateway.serve import serve
 
     server = loaded.config.server
     access_log = configure_logging(fmt=server.log_format, level=server.log_level)
@@ -109,27 +115,34 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or server.host
     port = server.port if args.port is None else args.port
     log.info(
-        "serving",
+        "starting",
         version=__version__,
-        host=host,
-        port=port,
         config=args.config,
         config_sha256=loaded.sha256,
+    )
+    app = create_app(
+        loaded, access_log=access_log, config_path=args.config, watch=not args.no_watch
     )
     # Everything loaded so far lives as long as the process: take it out of the cyclic
     # GC's sight, so collections scan only what requests allocate (measured: +10-20%
     # throughput at 256 connections).
     gc.collect()
     gc.freeze()
-    web.run_app(
-        create_app(loaded, access_log=access_log),
-        host=host,
-        port=port,
-        keepalive_timeout=server.keepalive_timeout_s,
-        shutdown_timeout=server.shutdown_grace_s,
-        access_log=None,
-        print=None,
-    )
+    try:
+        asyncio.run(
+            serve(
+                app,
+                host,
+                port,
+                grace_s=server.shutdown_grace_s,
+                keepalive_timeout_s=server.keepalive_timeout_s,
+                logger=log,
+            )
+        )
+    except OSError as exc:
+        log.error("cannot listen", host=host, port=port, error=exc.strerror or str(exc))
+        access_log.sink.drain()
+        return 1
     log.info("stopped")
     access_log.sink.drain()
     return 0

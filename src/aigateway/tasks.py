@@ -49,8 +49,9 @@ class Tasks:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    self._log.exception("background task failed; restarting", task=name,
-                                        retry_in_s=backoff)
+                    self._log.exception(
+                        "background task failed; restarting", task=name, retry_in_s=backoff
+                    )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, max_backoff_s)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -41,11 +42,20 @@ async def watch_config(
     Returns when ``stop`` is set. ``current_digest`` is asked each time, so reloads
     triggered elsewhere (SIGHUP, the admin API) are not repeated here.
     """
-    directory = path.resolve().parent if not path.is_symlink() else path.absolute().parent
+    # The directory as named, symlinks not followed: a ConfigMap's target directory
+    # is replaced on every update. A change elsewhere (the file is a symlink to
+    # another place) is still noticed within a second: awatch wakes up at least
+    # that often and the content hash is compared every time.
+    directory = Path(os.path.abspath(path)).parent  # noqa: ASYNC240 - no I/O: string work
     async for _changes in awatch(
-        directory, stop_event=stop, debounce=DEBOUNCE_MS, step=50, recursive=True,
-        rust_timeout=1000, yield_on_timeout=True,
+        directory,
+        stop_event=stop,
+        debounce=DEBOUNCE_MS,
+        step=50,
+        recursive=True,
+        rust_timeout=1000,
+        yield_on_timeout=True,
     ):
-        digest = file_digest(path)
+        digest = await asyncio.to_thread(file_digest, path)
         if digest is not None and digest != current_digest():
             await reload()

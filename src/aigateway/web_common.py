@@ -1,0 +1,67 @@
+"""What the aiohttp modules share: typed app state, request ids, error responses."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from aigateway.config.load import LoadedConfig
+from aigateway.errors import GatewayError
+from aigateway.metrics import Metrics
+from aigateway.observability import AccessLog
+from aigateway.reload import Reloader
+from aigateway.runtime import RuntimeHolder
+from aigateway.tasks import Tasks
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class RequestIds:
+    """Request ids: a random per-process prefix and a counter (unique across replicas,
+    32 hex characters like a UUID, and far cheaper to make)."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count(1)
+
+    def __call__(self, headers: Mapping[str, str]) -> str:
+        """The caller's ``x-request-id`` when it is well-formed, else a new one."""
+        given = headers.get("x-request-id")
+        if given is not None and _REQUEST_ID_RE.match(given):
+            return given
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+HOLDER = web.AppKey("holder", RuntimeHolder)
+METRICS = web.AppKey("metrics", Metrics)
+READY = web.AppKey("ready", dict[str, bool])
+LOADED = web.AppKey("loaded", LoadedConfig)
+ACCESS_LOG = web.AppKey("access_log", AccessLog)
+REQUEST_IDS = web.AppKey("request_ids", RequestIds)
+#: set when the gateway serves a config file (reload needs a file to re-read)
+CONFIG_PATH = web.AppKey("config_path", str)
+RELOADER = web.AppKey("reloader", Reloader)
+TASKS = web.AppKey("tasks", Tasks)
+WATCH = web.AppKey("watch", bool)
+#: time.monotonic() at start-up
+STARTED = web.AppKey("started", float)
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def error_response(exc: GatewayError, rid: str) -> web.Response:
+    headers = {**exc.headers, "x-request-id": rid}
+    return web.Response(
+        status=exc.status,
+        body=dumps(exc.openai_body()),
+        headers=headers,
+        content_type="application/json",
+    )
