@@ -16,15 +16,16 @@ RUN groupadd --system --gid 10001 aigateway \
  && mkdir -p /etc/aigateway /var/lib/aigateway \
  && chown aigateway:aigateway /var/lib/aigateway
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links=/wheels aigateway redis \
+RUN pip install --no-cache-dir --no-index /wheels/*.whl \
  && rm -rf /wheels
 # The example config: works offline through the built-in mock provider.
 # Mount your own at /etc/aigateway/gateway.yaml (a ConfigMap, a bind mount, ...).
 COPY gateway.yaml.example /etc/aigateway/gateway.yaml
-USER aigateway
+USER 10001:10001
 WORKDIR /var/lib/aigateway
 EXPOSE 8080
-# aiohttp drains in-flight requests on SIGTERM (server.shutdown_grace_s).
+# SIGTERM: /readyz turns 503, the listener closes, in-flight requests and streams
+# get server.shutdown_grace_s to finish, then the process exits 0.
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status == 200 else 1)"]

@@ -159,7 +159,7 @@ async def test_sigterm_lets_fifty_open_streams_finish(tmp_path: Path) -> None:
             # New connections are refused once the listener has closed.
             await asyncio.sleep(0.2)
             with pytest.raises(aiohttp.ClientConnectionError):
-                async with s.get(url + "/readyz") as r:
+                async with s.get(url + "/readyz"):
                     pass
         assert all(b.endswith("data: [DONE]\n\n") for b in bodies)
         assert proc.wait(timeout=15) == 0

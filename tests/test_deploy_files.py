@@ -16,20 +16,42 @@ DEPLOY = ROOT / "deploy"
 
 def test_k8s_manifests_parse_and_are_listed() -> None:
     kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
+    assert set(kustomization["resources"]) == {
+        p.name for p in (DEPLOY / "k8s").glob("*.yaml") if p.name != "kustomization.yaml"
+    }
     for name in kustomization["resources"]:
         docs = list(yaml.safe_load_all((DEPLOY / "k8s" / name).read_text()))
         assert docs and all({"apiVersion", "kind", "metadata"} <= set(d) for d in docs), name
 
 
-def test_k8s_embedded_config_validates(tmp_path: Path) -> None:
-    configmap = yaml.safe_load((DEPLOY / "k8s" / "configmap.yaml").read_text())
-    text = configmap["data"]["gateway.yaml"]
-    secret = yaml.safe_load((DEPLOY / "k8s" / "secret.yaml").read_text())
-    for name, value in secret["stringData"].items():
+@pytest.mark.parametrize(
+    ("configmap_file", "secret_file", "route"),
+    [("configmap.yaml", "secret.yaml", "fast"),
+     ("sidecar/deployment.yaml", "sidecar/deployment.yaml", "default")],
+)
+def test_k8s_embedded_configs_validate(
+    tmp_path: Path, configmap_file: str, secret_file: str, route: str
+) -> None:
+    def find(file: str, kind: str) -> dict:
+        docs = yaml.safe_load_all((DEPLOY / "k8s" / file).read_text())
+        return next(d for d in docs if d["kind"] == kind)
+
+    text = find(configmap_file, "ConfigMap")["data"]["gateway.yaml"]
+    for name, value in find(secret_file, "Secret")["stringData"].items():
         (tmp_path / name).write_text(value)
     text = text.replace("/var/run/secrets/aigateway", str(tmp_path))
     loaded = parse_config(text.encode(), env={}, base_dir=tmp_path)
-    assert "fast" in loaded.config.models
+    assert route in loaded.config.models
+
+
+def test_sidecar_app_key_matches_the_gateway_config() -> None:
+    from aigateway.keys import digest
+
+    docs = list(yaml.safe_load_all((DEPLOY / "k8s" / "sidecar" / "deployment.yaml").read_text()))
+    secret = next(d for d in docs if d["kind"] == "Secret")["stringData"]
+    config = yaml.safe_load(next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+                            ["gateway.yaml"])
+    assert digest(secret["gateway-key"]) in {k["sha256"] for k in config["keys"]}
 
 
 def test_k8s_deployment_mounts_what_the_config_references() -> None:

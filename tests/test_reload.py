@@ -280,6 +280,7 @@ async def test_requests_in_flight_survive_twenty_rewrites(live) -> None:
                 json={"model": "fast", "messages": [{"role": "user", "content": "x"}]},
                 headers={"Authorization": f"Bearer {KEY}"},
             ) as r:
-                return (await r.json())["choices"][0]["message"]["content"] == "v20"
+                answer: str = (await r.json())["choices"][0]["message"]["content"]
+                return answer == "v20"
 
         await eventually(latest)
