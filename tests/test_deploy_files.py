@@ -26,8 +26,10 @@ def test_k8s_manifests_parse_and_are_listed() -> None:
 
 @pytest.mark.parametrize(
     ("configmap_file", "secret_file", "route"),
-    [("configmap.yaml", "secret.yaml", "fast"),
-     ("sidecar/deployment.yaml", "sidecar/deployment.yaml", "default")],
+    [
+        ("configmap.yaml", "secret.yaml", "fast"),
+        ("sidecar/deployment.yaml", "sidecar/deployment.yaml", "default"),
+    ],
 )
 def test_k8s_embedded_configs_validate(
     tmp_path: Path, configmap_file: str, secret_file: str, route: str
@@ -49,8 +51,9 @@ def test_sidecar_app_key_matches_the_gateway_config() -> None:
 
     docs = list(yaml.safe_load_all((DEPLOY / "k8s" / "sidecar" / "deployment.yaml").read_text()))
     secret = next(d for d in docs if d["kind"] == "Secret")["stringData"]
-    config = yaml.safe_load(next(d for d in docs if d["kind"] == "ConfigMap")["data"]
-                            ["gateway.yaml"])
+    config = yaml.safe_load(
+        next(d for d in docs if d["kind"] == "ConfigMap")["data"]["gateway.yaml"]
+    )
     assert digest(secret["gateway-key"]) in {k["sha256"] for k in config["keys"]}
 
 
