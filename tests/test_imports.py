@@ -26,6 +26,8 @@ LAYERS: dict[str, int] = {
     "sse": 1,
     "scrub": 1,
     "keys": 1,
+    "routing": 1,
+    "retries": 1,
     "providers": 1,
     "pipeline": 2,
     "observability": 2,

@@ -36,6 +36,7 @@ from aigateway.metrics import Metrics
 from aigateway.observability import AccessLog, LineSink, get_logger
 from aigateway.pipeline import Endpoint, JsonReply, RequestContext, StreamReply
 from aigateway.reload import Reloader
+from aigateway.routing import RoutingState
 from aigateway.runtime import Runtime, RuntimeHolder, build_runtime
 from aigateway.tasks import Tasks
 from aigateway.upstream import HttpTransport, new_session
@@ -262,9 +263,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     stop_watching = asyncio.Event()
     try:
         http = HttpTransport(session)
+        # Outlives reloads: unchanged targets keep their statistics and breakers.
+        routing = RoutingState(clock=time.monotonic)
+        metrics.routing = routing
 
         def build(loaded: LoadedConfig) -> Runtime:
-            return build_runtime(loaded, http=http, metrics=metrics, access_log=app[ACCESS_LOG])
+            return build_runtime(
+                loaded, http=http, metrics=metrics, access_log=app[ACCESS_LOG], routing=routing
+            )
 
         holder = app[HOLDER] = RuntimeHolder(build(loaded))
         metrics.config_info.labels(loaded.sha256).set(1)

@@ -22,7 +22,10 @@ from prometheus_client.core import (
     Metric,
 )
 
+from aigateway.routing import RoutingState
+
 Labels = tuple[str, ...]
+_CIRCUIT_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
@@ -119,6 +122,8 @@ class Metrics:
             ["provider", "outcome"],
         )
         self.in_flight = LoopGauge("aigateway_in_flight_requests", "Requests being handled now.")
+        #: set by the app: circuit states are read from it at scrape time
+        self.routing: RoutingState | None = None
         self._loop_metrics = (
             self.requests,
             self.request_duration,
@@ -149,6 +154,20 @@ class Metrics:
     def collect(self) -> Iterator[Metric]:
         for metric in self._loop_metrics:
             yield metric.collect()
+        yield self._circuit_states()
+
+    def _circuit_states(self) -> Metric:
+        family = GaugeMetricFamily(
+            "aigateway_circuit_state",
+            "Circuit breaker per target: 0 closed, 1 half-open (probing), 2 open (skipped).",
+            labels=["provider", "model"],
+        )
+        if self.routing is not None:
+            now = self.routing.clock()
+            for (provider, model), stats in self.routing.targets.items():
+                state = stats.breaker.state(now)
+                family.add_metric([provider, model], _CIRCUIT_VALUES[state])
+        return family
 
     def describe(self) -> Iterator[Metric]:
         return self.collect()

@@ -1,22 +1,31 @@
-"""The chain's terminal: send the request to the route's targets, in order.
+"""The chain's terminal: send the request to the route's targets.
 
-A target that fails before any byte reached the caller hands over to the next one
-(when the failure is one another target may not share: connect errors, timeouts,
-429/5xx, or a provider refusing our credentials). Once the first chunk of a stream
-is handed to the caller there is no retry: a later failure ends the stream with an
-error event.
+The route's strategy orders the targets (``aigateway.routing``). Each target is
+tried, and retried under the route's retry policy (tenacity: exponential backoff
+with jitter, Retry-After honoured); a target that still fails before any byte
+reached the caller hands over to the next one, when the failure is one another
+target may not share (connect errors, timeouts, 429/5xx, or a provider refusing
+our credentials). Retries and fallbacks together are bounded by a retry budget,
+and targets that keep failing are skipped by their circuit breaker. Once the
+first chunk of a stream is handed to the caller there is no retry: a later
+failure ends the stream with an error event.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from aigateway.config.model import Target, Timeouts
-from aigateway.errors import GatewayError, UpstreamError, UpstreamStatusError
+from tenacity import AsyncRetrying, RetryCallState
+
+from aigateway import retries
+from aigateway.config.model import RetryPolicy, Target, Timeouts
+from aigateway.errors import GatewayError, UpstreamError, UpstreamStatusError, UpstreamTimeout
 from aigateway.pipeline import Attempt, JsonReply, Reply, RequestContext, StreamReply
 from aigateway.providers.base import Batch, ProviderAdapter, StreamDecoder
+from aigateway.routing import RoutingState, TargetStats
 from aigateway.scrub import scrub
 from aigateway.upstream import MAX_ERROR_BYTES, Transport, UpstreamResponse
 
@@ -39,30 +48,81 @@ def _may_fall_back(exc: GatewayError) -> bool:
     return isinstance(exc, UpstreamStatusError) and exc.upstream_status in _FALLBACK_STATUSES
 
 
+def _counts_against_target(exc: GatewayError) -> bool:
+    """Failures that say the target is unwell (not that the request was bad)."""
+    return isinstance(exc, UpstreamError) and _may_fall_back(exc)
+
+
 class Proxy:
-    def __init__(self, providers: Mapping[str, ProviderHandle]) -> None:
+    def __init__(
+        self,
+        providers: Mapping[str, ProviderHandle],
+        routing: RoutingState,
+        policies: Mapping[str, RetryPolicy],
+    ) -> None:
         self._providers = providers
+        self._routing = routing
+        self._policies = policies
 
     async def __call__(self, ctx: RequestContext) -> Reply:
-        assert ctx.route is not None
-        targets = ctx.route.targets
+        assert ctx.route is not None and ctx.route_name is not None
+        route = ctx.route
+        routing = self._routing
+        routing.budget.on_request()
+        policy = self._policies.get(route.retry) if route.retry is not None else None
+        targets = routing.order(ctx.route_name, route)
+        failure: GatewayError | None = None
         for i, target in enumerate(targets):
+            if i > 0 and not routing.budget.try_spend():
+                break  # the retry budget is spent: no more upstream traffic for this one
+            stats = routing.stats(target, route.circuit_breaker)
             try:
-                return await self._attempt(ctx, target)
+                return await self._with_retries(ctx, target, stats, policy)
             except GatewayError as exc:
-                if i + 1 < len(targets) and _may_fall_back(exc):
-                    continue
-                exc.headers["x-aigateway-attempts"] = str(len(ctx.attempts))
-                if len(ctx.attempts) > 1:
-                    exc.headers["x-should-retry"] = "false"  # the gateway already tried
-                raise
-        raise AssertionError("a route has at least one target")  # pragma: no cover
+                failure = exc
+                if not _may_fall_back(exc):
+                    break
+        assert failure is not None
+        failure.headers["x-aigateway-attempts"] = str(len(ctx.attempts))
+        if len(ctx.attempts) > 1:
+            failure.headers["x-should-retry"] = "false"  # the gateway already tried
+        raise failure
 
-    async def _attempt(self, ctx: RequestContext, target: Target) -> Reply:
+    async def _with_retries(
+        self, ctx: RequestContext, target: Target, stats: TargetStats, policy: RetryPolicy | None
+    ) -> Reply:
+        if policy is None or policy.attempts == 1:
+            return await self._attempt(ctx, target, stats)
+        routing = self._routing
+
+        def should_retry(state: RetryCallState) -> bool:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            return (
+                exc is not None
+                and state.attempt_number < policy.attempts
+                and retries.retryable(policy, exc)
+                and stats.breaker.available(routing.clock())
+                and routing.budget.try_spend()
+            )
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            return retries.backoff_s(policy, state.attempt_number, exc, routing.rng)
+
+        async for attempt in AsyncRetrying(retry=should_retry, wait=wait, reraise=True):
+            with attempt:
+                return await self._attempt(ctx, target, stats)
+        raise AssertionError("tenacity re-raises the last failure")  # pragma: no cover
+
+    async def _attempt(self, ctx: RequestContext, target: Target, stats: TargetStats) -> Reply:
         handle = self._providers[target.provider]
         attempt = Attempt(target.provider, target.model)
         ctx.attempts.append(attempt)
         ctx.target = target
+        breaker = stats.breaker
+        clock = self._routing.clock
+        breaker.on_attempt(clock())
+        stats.in_flight += 1
         secrets = handle.secrets
         api_key = None
         if ctx.project is not None:
@@ -79,18 +139,22 @@ class Proxy:
         handed_off = False
         resp: UpstreamResponse | None = None
         try:
-            resp = await handle.transport.open(req, handle.timeouts)
-            attempt.status = resp.status
-            if not 200 <= resp.status < 300:
-                body = await resp.read(MAX_ERROR_BYTES)
-                raise adapter.error(resp.status, resp.headers, body)
+            async with asyncio.timeout(handle.timeouts.first_byte_s):
+                resp = await handle.transport.open(req, handle.timeouts)
+                attempt.status = resp.status
+                if not 200 <= resp.status < 300:
+                    body = await resp.read(MAX_ERROR_BYTES)
+                    raise adapter.error(resp.status, resp.headers, body)
+                if req.stream:
+                    decoder = adapter.stream_decoder(client_wants_usage=ctx.client_wants_usage)
+                    first = await _first_batch(resp, decoder)
+            stats.observe_ttfb(time.perf_counter() - started)
+            breaker.on_success()
             if req.stream:
-                decoder = adapter.stream_decoder(client_wants_usage=ctx.client_wants_usage)
-                first = await _first_batch(resp, decoder)
                 ctx.first_byte_s = time.perf_counter() - ctx.started
                 _served(ctx, handle.name, decoder.state.served_model or target.model)
                 handed_off = True
-                return StreamReply(_Relay(ctx, resp, decoder, first, secrets))
+                return StreamReply(_Relay(ctx, resp, decoder, first, secrets, stats, clock))
             body = await resp.read()
             parsed = (
                 adapter.parse_chat(body)
@@ -100,16 +164,24 @@ class Proxy:
             ctx.usage = parsed.usage
             _served(ctx, handle.name, parsed.served_model or target.model)
             return JsonReply(200, parsed.body, parsed.raw)
+        except TimeoutError:
+            attempt.error_class = UpstreamTimeout.__name__
+            breaker.on_failure(clock())
+            raise UpstreamTimeout("The provider did not start answering in time.") from None
         except GatewayError as exc:
             attempt.error_class = exc.error_class
             exc.message = scrub(exc.message, secrets)
+            if _counts_against_target(exc):
+                breaker.on_failure(clock())
             raise
         finally:
             elapsed = time.perf_counter() - started
             attempt.latency_s = elapsed
             ctx.upstream_s += elapsed
-            if not handed_off and resp is not None:
-                resp.release()
+            if not handed_off:
+                stats.in_flight -= 1
+                if resp is not None:
+                    resp.release()
 
 
 def _served(ctx: RequestContext, provider: str, model: str) -> None:
@@ -143,8 +215,11 @@ class _Relay:
         decoder: StreamDecoder,
         first: Batch,
         secrets: tuple[str, ...],
+        stats: TargetStats,
+        clock: Callable[[], float],
     ) -> None:
         self._ctx, self._resp, self._decoder, self._secrets = ctx, resp, decoder, secrets
+        self._stats, self._clock = stats, clock
         self._first: Batch | None = first
         self._ended = False
         self.finished = False
@@ -173,6 +248,7 @@ class _Relay:
         except UpstreamError as exc:
             self._ctx.attempts[-1].error_class = exc.error_class
             exc.message = scrub(exc.message, self._secrets)
+            self._stats.breaker.on_failure(self._clock())
             raise
         return None
 
@@ -194,4 +270,5 @@ class _Relay:
         ctx.usage = self._decoder.state.usage
         ctx.upstream_s += self._wait
         ctx.attempts[-1].latency_s += self._wait
+        self._stats.in_flight -= 1
         self._resp.release()

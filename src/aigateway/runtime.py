@@ -25,6 +25,7 @@ from aigateway.pipeline import Handler, build_chain
 from aigateway.providers.mock import MockEngine
 from aigateway.providers.openai import OpenAIAdapter
 from aigateway.proxy import ProviderHandle, Proxy
+from aigateway.routing import RoutingState
 from aigateway.upstream import Transport
 
 
@@ -44,7 +45,12 @@ class Runtime:
 
 
 def build_runtime(
-    loaded: LoadedConfig, *, http: Transport, metrics: Metrics, access_log: AccessLog
+    loaded: LoadedConfig,
+    *,
+    http: Transport,
+    metrics: Metrics,
+    access_log: AccessLog,
+    routing: RoutingState,
 ) -> Runtime:
     config = loaded.config
     keys = KeyIndex(config.keys, config.projects)
@@ -56,7 +62,7 @@ def build_runtime(
             ParseBody(),
             ResolveRoute(config.models),
         ],
-        Proxy(providers),
+        Proxy(providers, routing, config.retry_policies),
     )
     return Runtime(
         loaded=loaded, keys=keys, providers=providers, handler=chain, created=int(time.time())

@@ -98,6 +98,9 @@ class Timeouts(Strict):
     connect_s: Annotated[float, Field(gt=0)] = 10.0
     #: longest silence while waiting for response headers or the next stream chunk
     read_s: Annotated[float, Field(gt=0)] = 300.0
+    #: deadline for the response to start (headers, and a stream's first chunk);
+    #: past it the next target is tried. Unset = read_s alone applies
+    first_byte_s: Annotated[float, Field(gt=0)] | None = None
     #: whole request, streams included; unset = no overall cap
     total_s: Annotated[float, Field(gt=0)] | None = None
 
@@ -150,6 +153,16 @@ class RetryPolicy(Strict):
     retry_on: list[RetryOn] = [429, 500, 502, 503, 504, 529, "timeout", "connect"]
 
 
+class CircuitBreaker(Strict):
+    """Skip a target after ``failures`` failures within ``window_s``, for ``cooldown_s``;
+    then let one probe through (half-open) and close again on success."""
+
+    enabled: bool = True
+    failures: Annotated[int, Field(ge=1)] = 5
+    window_s: Annotated[float, Field(gt=0)] = 10.0
+    cooldown_s: Annotated[float, Field(gt=0)] = 30.0
+
+
 class Target(Strict):
     provider: Name
     #: the model name sent upstream
@@ -164,6 +177,7 @@ class Route(Strict):
     targets: Annotated[list[Target], Field(min_length=1)]
     strategy: Strategy = "fallback"
     retry: Name | None = None
+    circuit_breaker: CircuitBreaker = CircuitBreaker()
     #: shown in /v1/models as owned_by
     owned_by: str = "aigateway"
 

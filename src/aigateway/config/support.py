@@ -15,16 +15,8 @@ def unenforced(config: GatewayConfig) -> list[str]:
         out.append("state.backend: 'redis' is not used yet; state is per process")
     if config.prompt_log is not None:
         out.append("prompt_log: the SQLite prompt log is not written yet")
-    if config.retry_policies:
-        out.append("retry_policies: retries are not implemented yet; targets are tried once each")
     if config.pricing:
         out.append("pricing: costs are not computed yet")
-    for name, route in config.models.items():
-        if route.strategy != "fallback":
-            out.append(
-                f"models.{name}.strategy: {route.strategy!r} is not implemented yet; "
-                "targets are tried in order (fallback)"
-            )
     for name, project in config.projects.items():
         if project.rate_limits is not None:
             out.append(f"projects.{name}.rate_limits: not enforced yet")
