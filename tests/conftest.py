@@ -49,7 +49,7 @@ class Gateway:
         return str(self.server.make_url(""))
 
 
-def gateway_yaml(upstream_url: str, extra: str = "") -> str:
+def gateway_yaml(upstream_url: str, extra: str = "", models: str = "") -> str:
     return (
         textwrap.dedent(f"""\
         version: 1
@@ -58,6 +58,8 @@ def gateway_yaml(upstream_url: str, extra: str = "") -> str:
                 timeouts: {{connect_s: 2, read_s: 2}}}}
           backup: {{type: openai, base_url: "{upstream_url}", api_key: "{PROVIDER_SECRET}",
                     timeouts: {{connect_s: 2, read_s: 2}}}}
+          slow: {{type: openai, base_url: "{upstream_url}", api_key: "{PROVIDER_SECRET}",
+                  timeouts: {{connect_s: 2, read_s: 5, first_byte_s: 0.3}}}}
           demo: {{type: mock, stream_chunks: 4}}
         models:
           gpt-4o: {{targets: [{{provider: up, model: gpt-4o}}]}}
@@ -78,7 +80,7 @@ def gateway_yaml(upstream_url: str, extra: str = "") -> str:
               expires_at: 2020-01-01T00:00:00Z}}
           - {{id: off-key, project: other, sha256: "{digest("aig-disabled-key-123456")}",
               disabled: true}}
-        """)
+        """).replace("models:\n", "models:\n" + models, 1)
         + extra
     )
 
@@ -90,12 +92,12 @@ GatewayFactory = Callable[..., Awaitable[Gateway]]
 async def make_gateway() -> AsyncIterator[GatewayFactory]:
     servers: list[TestServer] = []
 
-    async def make(extra: str = "", yaml_text: str | None = None) -> Gateway:
+    async def make(extra: str = "", yaml_text: str | None = None, models: str = "") -> Gateway:
         upstream = FakeOpenAI()
         up_server = TestServer(upstream.app, host="127.0.0.1")
         await up_server.start_server()
         servers.append(up_server)
-        text = yaml_text or gateway_yaml(str(up_server.make_url("/v1")), extra)
+        text = yaml_text or gateway_yaml(str(up_server.make_url("/v1")), extra, models)
         loaded = parse_config(text.encode(), env=os.environ, base_dir=Path("."))
         log = io.StringIO()
         access_log = configure_logging(fmt="json", level="debug", stream=log)

@@ -117,6 +117,8 @@ def error_body(message: str, type_: str = "invalid_request_error", code: str | N
 class FakeOpenAI:
     def __init__(self) -> None:
         self.script: list[Reply] = []
+        #: a standing answer for every request to this upstream model (after the script)
+        self.by_model: dict[str, Reply] = {}
         self.seen: list[Seen] = []
         self.app = web.Application()
         self.app.router.add_post("/v1/chat/completions", self._handle)
@@ -126,11 +128,19 @@ class FakeOpenAI:
     def calls(self) -> int:
         return len(self.seen)
 
+    def calls_to(self, model: str) -> int:
+        return sum(1 for s in self.seen if s.body.get("model") == model)
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         body = json.loads(raw)
         self.seen.append(Seen(request.path, dict(request.headers), body))
-        reply = self.script.pop(0) if self.script else self._default(request.path, body)
+        if self.script:
+            reply = self.script.pop(0)
+        elif body.get("model") in self.by_model:
+            reply = self.by_model[body["model"]]
+        else:
+            reply = self._default(request.path, body)
         if reply.delay:
             await asyncio.sleep(reply.delay)
         if reply.drop == "before":

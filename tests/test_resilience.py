@@ -1,0 +1,153 @@
+"""Retries, fallbacks, circuit breaking and timeouts, end to end with exact attempt counts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import openai
+import pytest
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import OTHER_KEY, GatewayFactory
+from tests.fakes import Reply, chunk_events, error_body
+
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+FAST_RETRY = """
+retry_policies:
+  quick: {attempts: 3, initial_backoff_s: 0.01, max_backoff_s: 0.05,
+          retry_on: [429, 500, 502, 503, timeout, connect]}
+"""
+
+
+def client(gw) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=gw.url, api_key=OTHER_KEY, max_retries=0, timeout=10)
+
+
+@pytest.fixture
+def gw(make_gateway: GatewayFactory):
+    async def build(models: str):
+        return await make_gateway(extra=FAST_RETRY, models=models)
+
+    return build
+
+
+RETRIED = """\
+  retried:
+    retry: quick
+    targets: [{provider: up, model: primary}, {provider: backup, model: secondary}]
+  retried-alone:
+    retry: quick
+    targets: [{provider: up, model: only}]
+  guarded:
+    circuit_breaker: {failures: 2, window_s: 60, cooldown_s: 60}
+    targets: [{provider: up, model: primary}, {provider: backup, model: secondary}]
+  impatient:
+    targets: [{provider: slow, model: primary}, {provider: backup, model: secondary}]
+"""
+
+
+async def test_retry_on_503_then_success(gw) -> None:
+    g = await gw(RETRIED)
+    g.upstream.script += [Reply(503, error_body("busy", "server_error"))]
+    async with client(g) as c:
+        raw = await c.chat.completions.with_raw_response.create(
+            model="retried-alone", messages=MESSAGES
+        )
+    assert raw.headers["x-aigateway-attempts"] == "2"
+    assert g.upstream.calls_to("only") == 2
+
+
+async def test_retries_exhausted_then_fallback(gw) -> None:
+    g = await gw(RETRIED)
+    g.upstream.by_model["primary"] = Reply(503, error_body("down", "server_error"))
+    async with client(g) as c:
+        raw = await c.chat.completions.with_raw_response.create(model="retried", messages=MESSAGES)
+    assert raw.headers["x-aigateway-provider"] == "backup"
+    assert raw.headers["x-aigateway-attempts"] == "4"  # 3 on the primary, 1 on the backup
+    assert (g.upstream.calls_to("primary"), g.upstream.calls_to("secondary")) == (3, 1)
+
+
+async def test_never_retried_client_errors(gw) -> None:
+    g = await gw(RETRIED)
+    for status in (400, 422):
+        g.upstream.script.append(Reply(status, error_body("bad")))
+        async with client(g) as c:
+            with pytest.raises(openai.APIStatusError) as info:
+                await c.chat.completions.create(model="retried", messages=MESSAGES)
+        assert info.value.status_code == status
+    assert g.upstream.calls == 2
+
+
+async def test_all_attempts_failing(gw) -> None:
+    g = await gw(RETRIED)
+    g.upstream.by_model["only"] = Reply(503, error_body("down", "server_error"))
+    async with client(g) as c:
+        with pytest.raises(openai.InternalServerError) as info:
+            await c.chat.completions.create(model="retried-alone", messages=MESSAGES)
+    assert info.value.response.headers["x-should-retry"] == "false"
+    assert info.value.response.headers["x-aigateway-attempts"] == "3"
+    assert g.upstream.calls_to("only") == 3
+
+
+async def test_retry_after_429_is_retried(gw) -> None:
+    g = await gw(RETRIED)
+    g.upstream.script.append(
+        Reply(429, error_body("slow", "rate_limit_error"), {"retry-after-ms": "20"})
+    )
+    async with client(g) as c:
+        await c.chat.completions.create(model="retried-alone", messages=MESSAGES)
+    assert g.upstream.calls_to("only") == 2
+
+
+async def test_circuit_opens_and_the_broken_target_is_skipped(gw) -> None:
+    g = await gw(RETRIED)
+    g.upstream.by_model["primary"] = Reply(503, error_body("down", "server_error"))
+    async with client(g) as c:
+        for _ in range(6):
+            raw = await c.chat.completions.with_raw_response.create(
+                model="guarded", messages=MESSAGES
+            )
+            assert raw.headers["x-aigateway-provider"] == "backup"
+    # Two failures opened the circuit: the other four requests went straight to the backup.
+    assert g.upstream.calls_to("primary") == 2
+    assert g.upstream.calls_to("secondary") == 6
+    async with aiohttp.ClientSession() as s, s.get(g.root + "/metrics") as r:
+        text = await r.text()
+    states = {
+        tuple(sorted(x.labels.items())): x.value
+        for f in text_string_to_metric_families(text)
+        for x in f.samples
+        if x.name == "aigateway_circuit_state"
+    }
+    assert states[(("model", "primary"), ("provider", "up"))] == 2.0
+    assert states[(("model", "secondary"), ("provider", "backup"))] == 0.0
+
+
+async def test_slow_first_byte_goes_to_the_next_target(gw) -> None:
+    g = await gw(RETRIED)
+    g.upstream.by_model["primary"] = Reply(body={}, delay=2)
+    async with client(g) as c:
+        raw = await c.chat.completions.with_raw_response.create(
+            model="impatient", messages=MESSAGES
+        )
+    assert raw.headers["x-aigateway-provider"] == "backup"
+    assert raw.headers["x-aigateway-attempts"] == "2"
+
+
+async def test_a_stalled_stream_ends_with_an_error_event(gw) -> None:
+    g = await gw(RETRIED)
+    g.upstream.script.append(Reply(events=chunk_events(), pause=3))  # read_s is 2
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            g.url + "/chat/completions",
+            headers={"Authorization": f"Bearer {OTHER_KEY}"},
+            json={"model": "gpt-4o", "messages": MESSAGES, "stream": True},
+        ) as resp,
+    ):
+        text = (await asyncio.wait_for(resp.read(), 10)).decode()
+    assert "[DONE]" not in text
+    assert '"upstream_timeout"' in text.split("\n\n")[-2]
