@@ -33,6 +33,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 KEY = "aig-bench-key-000000000000000000"
 CONNECTIONS = (1, 32, 256)
+#: failover: the route's primary always answers 503, its fallback is healthy
+KINDS = ("json", "sse", "failover")
 
 
 def free_port() -> int:
@@ -111,6 +113,10 @@ def nginx_conf(port: int, tmp: Path) -> str:
               alias {tmp}/json;
               error_page 405 =200 $uri;
             }}
+            location = /fail/v1/chat/completions {{
+              default_type application/json;
+              return 503 '{{"error": {{"message": "overloaded", "type": "server_error"}}}}';
+            }}
             location = /sse/v1/chat/completions {{
               default_type text/event-stream;
               client_body_buffer_size 64k;
@@ -132,9 +138,13 @@ def gateway_conf(upstream: str) -> str:
         providers:
           json-up: {{type: openai, base_url: "{upstream}/json/v1", api_key: "sk-bench"}}
           sse-up: {{type: openai, base_url: "{upstream}/sse/v1", api_key: "sk-bench"}}
+          fail-up: {{type: openai, base_url: "{upstream}/fail/v1", api_key: "sk-bench"}}
         models:
           bench-json: {{targets: [{{provider: json-up, model: gpt-4o}}]}}
           bench-sse: {{targets: [{{provider: sse-up, model: gpt-4o}}]}}
+          # a primary that always fails (503) and a healthy fallback
+          bench-failover:
+            targets: [{{provider: fail-up, model: gpt-4o}}, {{provider: json-up, model: gpt-4o}}]
         projects:
           bench: {{}}
         keys:
@@ -147,6 +157,7 @@ class Result:
     target: str
     kind: str
     connections: int
+    requests: int
     rps: float
     p50_ms: float
     p99_ms: float
@@ -184,6 +195,7 @@ def wrk(url: str, body_file: Path, connections: int, duration: float, auth: str)
         "",
         "",
         connections,
+        int(requests),
         int(requests) / (int(micros) / 1e6),
         float(p50),
         float(p99),
@@ -237,7 +249,7 @@ def main() -> int:
     (tmp / "nginx.conf").write_text(nginx_conf(up_port, tmp))
     (tmp / "gateway.yaml").write_text(gateway_conf(upstream))
     bodies = {}
-    for kind in ("json", "sse"):
+    for kind in KINDS:
         bodies[kind] = tmp / f"body-{kind}.json"
         bodies[kind].write_text(
             json.dumps(
@@ -287,12 +299,14 @@ def main() -> int:
         )
         try:
             for rnd in range(args.rounds):
-                for kind in ("json", "sse"):
+                for kind in KINDS:
                     for c in conns:
                         for target in ("direct", "baseline", "gateway"):
+                            # failover: direct and baseline show the healthy JSON path
+                            path = "json" if kind == "failover" else kind
                             url = {
-                                "direct": f"{upstream}/{kind}/v1/chat/completions",
-                                "baseline": f"http://127.0.0.1:{base_port}/{kind}"
+                                "direct": f"{upstream}/{path}/v1/chat/completions",
+                                "baseline": f"http://127.0.0.1:{base_port}/{path}"
                                 "/v1/chat/completions",
                                 "gateway": f"http://127.0.0.1:{gw_port}/v1/chat/completions",
                             }[target]
@@ -348,19 +362,34 @@ def report(results: list[Result], conns: list[int], rss: dict[str, float]) -> No
 
     print("\nmedians over rounds")
     print(
-        f"{'kind':5}{'conns':>6}{'direct rps':>12}{'baseline rps':>14}{'gateway rps':>13}"
+        f"{'kind':9}{'conns':>6}{'direct rps':>12}{'baseline rps':>14}{'gateway rps':>13}"
         f"{'gw/base':>9}{'gw p50 ms':>11}{'+p50 vs direct':>16}{'gw p99 ms':>11}"
     )
-    for kind in ("json", "sse"):
+    for kind in KINDS:
         for c in conns:
             d, b, g = (med(t, kind, c, "rps") for t in ("direct", "baseline", "gateway"))
             gp50 = med("gateway", kind, c, "p50_ms")
             dp50 = med("direct", kind, c, "p50_ms")
             print(
-                f"{kind:5}{c:>6}{d:>12.0f}{b:>14.0f}{g:>13.0f}{g / b:>9.2f}{gp50:>11.2f}"
+                f"{kind:9}{c:>6}{d:>12.0f}{b:>14.0f}{g:>13.0f}{paired_ratio(kind, c):>9.2f}"
+                f"{gp50:>11.2f}"
                 f"{gp50 - dp50:>16.2f}{med('gateway', kind, c, 'p99_ms'):>11.2f}"
             )
-    failed = sum(r.failed for r in results)
+    failover = [r for r in results if r.kind == "failover" and r.target == "gateway"]
+    if failover:
+        total = sum(r.requests for r in failover)
+        bad = sum(r.failed for r in failover)
+        extra = {
+            c: med("gateway", "failover", c, "p50_ms") - med("gateway", "json", c, "p50_ms")
+            for c in conns
+        }
+        added = ", ".join(f"c={c} {ms:+.2f} ms" for c, ms in extra.items())
+        print(
+            f"\nfailover (primary always 503, healthy fallback): success rate "
+            f"{(total - bad) / total:.4%} of {total} requests; gateway p50 over its healthy "
+            f"JSON route: {added}"
+        )
+    failed = sum(r.failed for r in results if r.kind != "failover")
     print(
         f"\npeak RSS: baseline {rss['baseline']:.1f} MiB, gateway {rss['gateway']:.1f} MiB; "
         f"failed requests: {failed}"

@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "keys": 1,
     "routing": 1,
     "retries": 1,
+    "estimate": 1,
     "providers": 1,
     "pipeline": 2,
     "observability": 2,

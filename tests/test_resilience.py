@@ -151,3 +151,119 @@ async def test_a_stalled_stream_ends_with_an_error_event(gw) -> None:
         text = (await asyncio.wait_for(resp.read(), 10)).decode()
     assert "[DONE]" not in text
     assert '"upstream_timeout"' in text.split("\n\n")[-2]
+
+
+SHAPED = """\
+  sized:
+    targets:
+      - {provider: up, model: small, context_window: 50}
+      - {provider: backup, model: medium, context_window: 2000}
+      - {provider: backup, model: large, context_window: 100000}
+  tiny:
+    targets:
+      - {provider: up, model: small, context_window: 10}
+  moderated:
+    targets: [{provider: up, model: strict}]
+    content_filter_fallback: {provider: backup, model: lenient}
+  capped:
+    targets:
+      - {provider: up, model: capped, max_tokens: 100, params: {reasoning_effort: low}}
+  "vendor/*":
+    targets: [{provider: up, model: "*"}]
+"""
+
+
+async def test_a_prompt_too_large_for_a_target_skips_it_before_any_call(gw) -> None:
+    g = await gw(SHAPED)
+    long: list[ChatCompletionMessageParam] = [{"role": "user", "content": "word " * 400}]
+    async with client(g) as c:
+        raw = await c.chat.completions.with_raw_response.create(model="sized", messages=long)
+        assert raw.headers["x-aigateway-attempts"] == "1"
+        with pytest.raises(openai.BadRequestError) as info:
+            await c.chat.completions.create(model="tiny", messages=long)
+    assert info.value.code == "context_length_exceeded"
+    assert [s.body["model"] for s in g.upstream.seen] == ["medium"]
+
+
+async def test_a_context_length_error_falls_through_to_a_larger_window(gw) -> None:
+    g = await gw(SHAPED)
+    g.upstream.by_model["medium"] = Reply(
+        400,
+        error_body(
+            "This model's maximum context length is 2000 tokens.", code="context_length_exceeded"
+        ),
+    )
+    async with client(g) as c:
+        raw = await c.chat.completions.with_raw_response.create(model="sized", messages=MESSAGES)
+    assert [s.body["model"] for s in g.upstream.seen] == ["small"]  # short prompt: fits
+    g.upstream.seen.clear()
+    g.upstream.by_model["small"] = g.upstream.by_model["medium"]
+    async with client(g) as c:
+        raw = await c.chat.completions.with_raw_response.create(model="sized", messages=MESSAGES)
+    assert raw.headers["x-aigateway-attempts"] == "3"
+    assert [s.body["model"] for s in g.upstream.seen] == ["small", "medium", "large"]
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        Reply(
+            400,
+            error_body(
+                "The response was filtered due to our content management policy.",
+                code="content_filter",
+            ),
+        ),
+        Reply(
+            body={
+                "id": "x",
+                "object": "chat.completion",
+                "created": 1,
+                "model": "strict",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "content_filter",
+                        "message": {"role": "assistant", "content": None},
+                    }
+                ],
+            }
+        ),
+    ],
+    ids=["error", "finish_reason"],
+)
+async def test_content_filter_falls_back_to_the_configured_target(gw, refusal: Reply) -> None:
+    g = await gw(SHAPED)
+    g.upstream.by_model["strict"] = refusal
+    async with client(g) as c:
+        raw = await c.chat.completions.with_raw_response.create(
+            model="moderated", messages=MESSAGES
+        )
+    assert raw.parse().choices[0].message.content == "Hello!"
+    assert raw.headers["x-aigateway-provider"] == "backup"
+    assert [s.body["model"] for s in g.upstream.seen] == ["strict", "lenient"]
+
+
+async def test_per_target_params_and_max_tokens_cap(gw) -> None:
+    g = await gw(SHAPED)
+    async with client(g) as c:
+        await c.chat.completions.create(model="capped", messages=MESSAGES, max_tokens=5000)
+        await c.chat.completions.create(model="capped", messages=MESSAGES, max_tokens=7)
+        await c.chat.completions.create(model="capped", messages=MESSAGES)
+    sent = [(s.body.get("max_tokens"), s.body["reasoning_effort"]) for s in g.upstream.seen]
+    assert sent == [(100, "low"), (7, "low"), (100, "low")]
+
+
+async def test_wildcard_route(gw) -> None:
+    g = await gw(SHAPED)
+    async with client(g) as c:
+        raw = await c.chat.completions.with_raw_response.create(
+            model="vendor/some-model-v2", messages=MESSAGES
+        )
+        assert raw.headers["x-aigateway-provider"] == "up"
+        with pytest.raises(openai.NotFoundError):
+            await c.chat.completions.create(model="vendor/", messages=MESSAGES)
+    assert g.upstream.seen[0].body["model"] == "some-model-v2"
+    async with aiohttp.ClientSession() as s, s.get(g.root + "/metrics") as r:
+        text = await r.text()
+    assert 'route="vendor/*"' in text and "some-model-v2" not in text

@@ -49,6 +49,8 @@ class RequestContext:
     # set by route
     route_name: str | None = None
     route: Route | None = None
+    #: for a wildcard route "prefix/*": what followed the prefix (the upstream model)
+    wildcard: str | None = None
     # set by the proxy
     target: Target | None = None
     served_model: str | None = None

@@ -15,14 +15,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState
 
 from aigateway import retries
 from aigateway.config.model import RetryPolicy, Target, Timeouts
-from aigateway.errors import GatewayError, UpstreamError, UpstreamStatusError, UpstreamTimeout
+from aigateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+from aigateway.estimate import estimate_prompt_tokens
 from aigateway.pipeline import Attempt, JsonReply, Reply, RequestContext, StreamReply
 from aigateway.providers.base import Batch, ProviderAdapter, StreamDecoder
 from aigateway.routing import RoutingState, TargetStats
@@ -48,6 +57,40 @@ def _may_fall_back(exc: GatewayError) -> bool:
     return isinstance(exc, UpstreamStatusError) and exc.upstream_status in _FALLBACK_STATUSES
 
 
+def _prompt_estimate(ctx: RequestContext, targets: Sequence[Target]) -> int:
+    """Tokens the prompt needs, estimated only when some target declares a window."""
+    if ctx.endpoint != "chat" or all(t.context_window is None for t in targets):
+        return 0
+    return estimate_prompt_tokens(ctx.body)
+
+
+def _for_target(body: dict[str, Any], target: Target) -> dict[str, Any]:
+    """The body for one target: its ``params`` set, its ``max_tokens`` cap applied."""
+    out = {**body, **target.params}
+    cap = target.max_tokens
+    if cap is not None:
+        asked = [k for k in ("max_tokens", "max_completion_tokens") if k in out]
+        for key in asked:
+            if isinstance(out[key], int) and out[key] > cap:
+                out[key] = cap
+        if not asked:
+            out["max_tokens"] = cap
+    return out
+
+
+def _filtered(reply: Reply) -> bool:
+    """A whole answer that the provider cut for content policy."""
+    if not isinstance(reply, JsonReply):
+        return False
+    choices = reply.body.get("choices")
+    return (
+        isinstance(choices, list)
+        and bool(choices)
+        and isinstance(choices[0], dict)
+        and choices[0].get("finish_reason") == "content_filter"
+    )
+
+
 def _counts_against_target(exc: GatewayError) -> bool:
     """Failures that say the target is unwell (not that the request was bad)."""
     return isinstance(exc, UpstreamError) and _may_fall_back(exc)
@@ -71,22 +114,57 @@ class Proxy:
         routing.budget.on_request()
         policy = self._policies.get(route.retry) if route.retry is not None else None
         targets = routing.order(ctx.route_name, route)
+        need = _prompt_estimate(ctx, targets)
         failure: GatewayError | None = None
-        for i, target in enumerate(targets):
-            if i > 0 and not routing.budget.try_spend():
+        too_long_for = 0  # a context window the prompt did not fit, as a provider said
+        for target in targets:
+            window = target.context_window
+            if window is not None and (need > window or window <= too_long_for):
+                continue  # it cannot fit: skipped before any call
+            if ctx.attempts and not routing.budget.try_spend():
                 break  # the retry budget is spent: no more upstream traffic for this one
             stats = routing.stats(target, route.circuit_breaker)
             try:
-                return await self._with_retries(ctx, target, stats, policy)
+                reply = await self._with_retries(ctx, target, stats, policy)
             except GatewayError as exc:
                 failure = exc
+                if retries.is_context_length(exc):
+                    too_long_for = max(too_long_for, window or 0)
+                    continue  # a target with a larger window may fit it
+                if route.content_filter_fallback is not None and retries.is_content_filter(exc):
+                    return await self._content_fallback(ctx, exc)
                 if not _may_fall_back(exc):
                     break
-        assert failure is not None
+                continue
+            if route.content_filter_fallback is not None and _filtered(reply):
+                return await self._content_fallback(ctx, reply)
+            return reply
+        if failure is None:
+            raise InvalidRequest(
+                f"The prompt (about {need} tokens) does not fit the context window of any "
+                f"target of '{ctx.route_name}'.",
+                code="context_length_exceeded",
+                param="messages",
+            )
         failure.headers["x-aigateway-attempts"] = str(len(ctx.attempts))
         if len(ctx.attempts) > 1:
             failure.headers["x-should-retry"] = "false"  # the gateway already tried
         raise failure
+
+    async def _content_fallback(self, ctx: RequestContext, refusal: GatewayError | Reply) -> Reply:
+        """A target refused on content policy: try the route's configured fallback once;
+        if that fails too, the caller gets the original refusal."""
+        route = ctx.route
+        assert route is not None and route.content_filter_fallback is not None
+        target = route.content_filter_fallback
+        stats = self._routing.stats(target, route.circuit_breaker)
+        try:
+            return await self._attempt(ctx, target, stats)
+        except GatewayError:
+            if isinstance(refusal, GatewayError):
+                refusal.headers["x-aigateway-attempts"] = str(len(ctx.attempts))
+                raise refusal from None
+            return refusal
 
     async def _with_retries(
         self, ctx: RequestContext, target: Target, stats: TargetStats, policy: RetryPolicy | None
@@ -131,15 +209,21 @@ class Proxy:
                 api_key = override.get_secret_value()
                 secrets = (*secrets, api_key)
         adapter = handle.adapter
+        model = target.model if target.model != "*" else (ctx.wildcard or "")
+        attempt.model = model
+        payload = ctx.body
+        if target.max_tokens or target.params:
+            payload = _for_target(payload, target)
         if ctx.endpoint == "chat":
-            req = adapter.chat_request(ctx.body, target.model, stream=ctx.stream, api_key=api_key)
+            req = adapter.chat_request(payload, model, stream=ctx.stream, api_key=api_key)
         else:
-            req = adapter.embeddings_request(ctx.body, target.model, api_key=api_key)
+            req = adapter.embeddings_request(payload, model, api_key=api_key)
         started = time.perf_counter()
         handed_off = False
         resp: UpstreamResponse | None = None
         try:
-            async with asyncio.timeout(handle.timeouts.first_byte_s):
+            deadline = handle.timeouts.first_byte_s
+            async with asyncio.timeout(deadline) if deadline else nullcontext():
                 resp = await handle.transport.open(req, handle.timeouts)
                 attempt.status = resp.status
                 if not 200 <= resp.status < 300:

@@ -69,3 +69,33 @@ def _retry_after(headers: dict[str, str]) -> float | None:
         if seconds >= 0:
             return seconds
     return None
+
+
+_CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
+_CONTEXT_PHRASES = (
+    "context length",
+    "context window",
+    "maximum context",
+    "too many tokens",
+    "prompt is too long",
+)
+_FILTER_CODES = frozenset(
+    {"content_filter", "content_policy_violation", "responsible_ai_policy_violation"}
+)
+_FILTER_PHRASES = ("content management policy", "content policy", "safety system")
+
+
+def is_context_length(exc: BaseException) -> bool:
+    """The provider says the prompt does not fit its context window."""
+    if not isinstance(exc, UpstreamStatusError) or exc.upstream_status not in (400, 413):
+        return False
+    message = exc.message.lower()
+    return exc.code in _CONTEXT_CODES or any(p in message for p in _CONTEXT_PHRASES)
+
+
+def is_content_filter(exc: BaseException) -> bool:
+    """The provider refused the request on content policy."""
+    if not isinstance(exc, UpstreamStatusError) or exc.upstream_status not in (400, 403):
+        return False
+    message = exc.message.lower()
+    return exc.code in _FILTER_CODES or any(p in message for p in _FILTER_PHRASES)

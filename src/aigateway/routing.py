@@ -161,15 +161,17 @@ class RoutingState:
         found = self.targets.get(key)
         if found is None:
             found = self.targets[key] = TargetStats(Breaker(breaker))
-        elif found.breaker.settings != breaker:
+        elif found.breaker.settings is not breaker:  # a reload: same target, maybe new settings
             found.breaker.settings = breaker
         return found
 
-    def order(self, route_name: str, route: Route) -> list[Target]:
-        """The targets in the order to try them for one request."""
+    def order(self, route_name: str, route: Route) -> Sequence[Target]:
+        """The targets in the order to try them for one request (do not modify)."""
         targets = route.targets
+        if len(targets) == 1:
+            return targets
         now = self.clock()
-        first = self._pick(route_name, route) if len(targets) > 1 else 0
+        first = self._pick(route_name, route)
         ordered = [targets[first], *(t for i, t in enumerate(targets) if i != first)]
         healthy = [
             t for t in ordered if self.stats(t, route.circuit_breaker).breaker.available(now)

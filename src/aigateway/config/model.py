@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -27,6 +27,10 @@ Path = tuple[str | int, ...]
 
 _NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
 Name = Annotated[str, StringConstraints(pattern=_NAME_RE)]
+#: a route name, or a wildcard route "prefix/*" that serves "prefix/<anything>"
+RouteName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}(/\*)?$")
+]
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Label = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/ -]{0,128}$")]
 LabelKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
@@ -165,9 +169,16 @@ class CircuitBreaker(Strict):
 
 class Target(Strict):
     provider: Name
-    #: the model name sent upstream
+    #: the model name sent upstream; "*" in a wildcard route: the part after the prefix
     model: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     weight: Annotated[int, Field(ge=0)] = 1
+    #: the model's context window in tokens: a prompt estimated larger skips this target
+    context_window: PositiveInt | None = None
+    #: cap on max_tokens / max_completion_tokens sent to this target
+    max_tokens: PositiveInt | None = None
+    #: fields set on the upstream request body (override the caller's), e.g.
+    #: {reasoning_effort: low}
+    params: dict[str, Any] = {}
 
 
 Strategy = Literal["fallback", "weighted", "round_robin", "least_latency", "least_busy"]
@@ -178,6 +189,9 @@ class Route(Strict):
     strategy: Strategy = "fallback"
     retry: Name | None = None
     circuit_breaker: CircuitBreaker = CircuitBreaker()
+    #: tried once when a target refuses on content policy (an error or
+    #: finish_reason "content_filter"); unset = the refusal goes to the caller
+    content_filter_fallback: Target | None = None
     #: shown in /v1/models as owned_by
     owned_by: str = "aigateway"
 
@@ -212,7 +226,7 @@ class Budget(Strict):
 
 class Project(Strict):
     #: route names this project may use; unset = all
-    models: list[Name] | None = None
+    models: list[RouteName] | None = None
     rate_limits: RateLimits | None = None
     budgets: list[Budget] = []
     prompt_log: LogMode | None = None
@@ -225,7 +239,7 @@ class Key(Strict):
     project: Name
     sha256: Sha256Hex
     #: narrows the project's allow-list further; unset = the project's
-    models: list[Name] | None = None
+    models: list[RouteName] | None = None
     rate_limits: RateLimits | None = None
     expires_at: AwareDatetime | None = None
     disabled: bool = False
@@ -243,7 +257,7 @@ class GatewayConfig(Strict):
     prompt_log: PromptLogConfig | None = None
     providers: Annotated[dict[Name, ProviderConfig], Field(min_length=1)]
     retry_policies: dict[Name, RetryPolicy] = {}
-    models: Annotated[dict[Name, Route], Field(min_length=1)]
+    models: Annotated[dict[RouteName, Route], Field(min_length=1)]
     pricing: dict[str, Price] = {}
     projects: dict[Name, Project] = {}
     keys: list[Key] = []
@@ -252,11 +266,20 @@ class GatewayConfig(Strict):
         """Cross-reference errors, each with the YAML path it concerns."""
         out: list[tuple[Path, str]] = []
         for route_name, route in self.models.items():
-            for i, target in enumerate(route.targets):
+            wildcard = route_name.endswith("/*")
+            extra = [route.content_filter_fallback] if route.content_filter_fallback else []
+            for i, target in enumerate([*route.targets, *extra]):
+                where: Path = (
+                    ("models", route_name, "targets", i)
+                    if i < len(route.targets)
+                    else ("models", route_name, "content_filter_fallback")
+                )
+                if target.model == "*" and not wildcard:
+                    out.append(((*where, "model"), "model '*' needs a wildcard route ('prefix/*')"))
                 if target.provider not in self.providers:
                     out.append(
                         (
-                            ("models", route_name, "targets", i, "provider"),
+                            (*where, "provider"),
                             f"unknown provider {target.provider!r}"
                             f"{_suggest(target.provider, self.providers)}",
                         )

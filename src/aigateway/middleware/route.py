@@ -10,17 +10,34 @@ from aigateway.pipeline import Handler, Reply, RequestContext
 
 
 class ResolveRoute:
+    """Exact names first, then wildcard routes ``prefix/*``, the longest prefix first.
+
+    A wildcard route keeps its pattern as the route's name (allow-lists, metrics
+    and logs see ``openai/*``, never the caller's free text); what followed the
+    prefix becomes the upstream model of targets whose model is ``*``.
+    """
+
     def __init__(self, routes: Mapping[str, Route]) -> None:
-        self._routes = routes
+        self._routes = {n: r for n, r in routes.items() if not n.endswith("/*")}
+        self._wildcards = sorted(
+            ((n[:-1], n, r) for n, r in routes.items() if n.endswith("/*")),
+            key=lambda item: -len(item[0]),
+        )
 
     async def __call__(self, ctx: RequestContext, call_next: Handler) -> Reply:
-        name = ctx.body["model"]
-        route = self._routes.get(name)
+        requested = ctx.body["model"]
+        name, route = requested, self._routes.get(requested)
         if route is None:
-            raise NotFound(f"The model '{_shown(name)}' does not exist.", param="model")
+            for prefix, pattern, candidate in self._wildcards:
+                if requested.startswith(prefix) and len(requested) > len(prefix):
+                    name, route = pattern, candidate
+                    ctx.wildcard = requested[len(prefix) :]
+                    break
+        if route is None:
+            raise NotFound(f"The model '{_shown(requested)}' does not exist.", param="model")
         if ctx.allowed_routes is not None and name not in ctx.allowed_routes:
             raise PermissionDenied(
-                f"This key may not use the model '{_shown(name)}'.", param="model"
+                f"This key may not use the model '{_shown(requested)}'.", param="model"
             )
         ctx.route_name = name
         ctx.route = route
