@@ -267,3 +267,23 @@ async def test_wildcard_route(gw) -> None:
     async with aiohttp.ClientSession() as s, s.get(g.root + "/metrics") as r:
         text = await r.text()
     assert 'route="vendor/*"' in text and "some-model-v2" not in text
+
+
+OUTAGE = """\
+  down:
+    retry: quick
+    circuit_breaker: {enabled: false}
+    targets: [{provider: up, model: dead}]
+"""
+
+
+async def test_an_outage_cannot_multiply_upstream_traffic(gw) -> None:
+    """Every request would be tried 3 times; the retry budget keeps the upstream
+    traffic within 1.2 x requests + 10 (breaker off, so only the budget acts)."""
+    g = await gw(OUTAGE)
+    g.upstream.by_model["dead"] = Reply(503, error_body("down", "server_error"))
+    async with client(g) as c:
+        for _ in range(100):
+            with pytest.raises(openai.InternalServerError):
+                await c.chat.completions.create(model="down", messages=MESSAGES)
+    assert 100 < g.upstream.calls_to("dead") <= 1.2 * 100 + 10
