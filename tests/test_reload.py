@@ -284,3 +284,40 @@ async def test_requests_in_flight_survive_twenty_rewrites(live) -> None:
                 return answer == "v20"
 
         await eventually(latest)
+
+
+async def test_routing_state_survives_a_reload_for_unchanged_targets(live) -> None:
+    text = config(extra="").replace(
+        "models:\n",
+        "  broken: {type: mock, error_rate: 1.0, error_status: 503}\nmodels:\n"
+        "  guarded:\n    circuit_breaker: {failures: 2, window_s: 60, cooldown_s: 60}\n"
+        "    targets: [{provider: broken, model: b}, {provider: demo, model: d}]\n",
+        1,
+    )
+    gw = await live(text, watch=False)
+
+    async def circuit() -> float:
+        async with aiohttp.ClientSession() as s, s.get(gw.url + "/metrics") as r:
+            metrics = await r.text()
+        return next(
+            x.value
+            for f in text_string_to_metric_families(metrics)
+            for x in f.samples
+            if x.name == "aigateway_circuit_state" and x.labels["provider"] == "broken"
+        )
+
+    async with aiohttp.ClientSession() as s:
+        for _ in range(3):
+            async with s.post(
+                gw.url + "/v1/chat/completions",
+                json={"model": "guarded", "messages": [{"role": "user", "content": "x"}]},
+                headers={"Authorization": f"Bearer {KEY}"},
+            ) as r:
+                assert r.status == 200
+        assert await circuit() == 2.0  # open
+        gw.write(text.replace('reply: "one"', 'reply: "two"'))  # another provider changes
+        async with s.post(
+            gw.url + "/admin/reload", headers={"Authorization": f"Bearer {ADMIN}"}
+        ) as r:
+            assert (await r.json())["changed"]
+    assert await circuit() == 2.0  # still open: the broken target did not change
