@@ -145,6 +145,9 @@ def gateway_conf(upstream: str) -> str:
           # a primary that always fails (503) and a healthy fallback
           bench-failover:
             targets: [{{provider: fail-up, model: gpt-4o}}, {{provider: json-up, model: gpt-4o}}]
+        pricing:   # every answer is priced, as in production
+          "gpt-4o-2024-08-06": {{input_per_mtok: 2.5, output_per_mtok: 10,
+                                cached_input_per_mtok: 1.25}}
         projects:
           bench: {{}}
         keys:

@@ -145,3 +145,17 @@ def test_serve_refuses_an_invalid_config(tmp_path: Path) -> None:
     proc = run("serve", "--config", str(bad), "--port", str(free_port()))
     assert proc.returncode == 1
     assert "providers" in proc.stderr
+
+
+def test_models_lists_routes_targets_and_prices() -> None:
+    proc = run("models", "--config", str(EXAMPLE))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:3] == ["ROUTE", "STRATEGY", "TARGET"]
+    gpt = next(line.split() for line in lines if line.startswith("gpt-4o "))
+    assert gpt[2:] == ["openai/gpt-4o", "-", "2.5", "10", "1.25"]
+    llama = next(line.split() for line in lines if line.startswith("llama "))
+    assert llama[3] == "8192"
+    rows = [json.loads(x) for x in run("models", "--config", str(EXAMPLE), "--json").stdout
+            .splitlines()]
+    assert {r["route"] for r in rows} >= {"fast", "balanced", "best", "thinking", "gpt-4o"}

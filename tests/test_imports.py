@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "routing": 1,
     "retries": 1,
     "estimate": 1,
+    "pricing": 1,
     "providers": 1,
     "pipeline": 2,
     "observability": 2,

@@ -267,9 +267,22 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         routing = RoutingState(clock=time.monotonic)
         metrics.routing = routing
 
+        def unpriced(provider: str, model: str) -> None:
+            log.warning(
+                "model has no price: its cost is reported as null; add it under pricing: "
+                "in gateway.yaml",
+                provider=provider,
+                model=model[:200],
+            )
+
         def build(loaded: LoadedConfig) -> Runtime:
             return build_runtime(
-                loaded, http=http, metrics=metrics, access_log=app[ACCESS_LOG], routing=routing
+                loaded,
+                http=http,
+                metrics=metrics,
+                access_log=app[ACCESS_LOG],
+                routing=routing,
+                on_unpriced=unpriced,
             )
 
         holder = app[HOLDER] = RuntimeHolder(build(loaded))

@@ -54,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     new.add_argument("--id", help="key id (default: <project>-<random>)")
     new.set_defaults(func=_keys_new)
 
+    models = sub.add_parser(
+        "models", help="list the routes with their targets, context windows and prices"
+    )
+    models.add_argument("--config", "-c", default="gateway.yaml", help="path to gateway.yaml")
+    models.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    models.set_defaults(func=_models)
+
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda _args: print(f"aigateway {__version__}") or 0)
     return parser
@@ -80,6 +87,70 @@ def _check(args: argparse.Namespace) -> int:
     )
     for warning in unenforced(cfg):
         print(f"  warning: {warning}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from aigateway.config.model import MockProvider
+    from aigateway.pricing import PriceBook
+
+    loaded = _load(args.config)
+    if loaded is None:
+        return 1
+    cfg = loaded.config
+    prices = PriceBook(cfg.pricing, clock=time.monotonic, on_unpriced=lambda p, m: None)
+    rows = []
+    for name, route in cfg.models.items():
+        for target in route.targets:
+            provider = cfg.providers[target.provider]
+            base_url = None if isinstance(provider, MockProvider) else provider.base_url
+            rates = (
+                None
+                if target.model == "*"
+                else prices.rates(target.provider, base_url, target.model)
+            )
+            exact = rates is not None and rates.exact is not None
+            rows.append(
+                {
+                    "route": name,
+                    "strategy": route.strategy,
+                    "provider": target.provider,
+                    "model": target.model,
+                    "context_window": target.context_window,
+                    "input_per_mtok": None if rates is None or exact else str(rates.input),
+                    "output_per_mtok": None if rates is None or exact else str(rates.output),
+                    "cached_input_per_mtok": None
+                    if rates is None or exact
+                    else str(rates.cache_read),
+                    "priced": rates is not None,
+                }
+            )
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    header = ("ROUTE", "STRATEGY", "TARGET", "CONTEXT", "IN $/MTOK", "OUT $/MTOK", "CACHED $/MTOK")
+    table: list[tuple[str, ...]] = [header]
+    for item in rows:
+        if item["model"] == "*":
+            price: tuple[object, ...] = ("per model", "-", "-")
+        elif item["input_per_mtok"] is not None:
+            price = (item["input_per_mtok"], item["output_per_mtok"], item["cached_input_per_mtok"])
+        else:
+            price = ("tiered",) * 3 if item["priced"] else ("unpriced", "-", "-")
+        cells = (
+            str(item["route"]),
+            str(item["strategy"]),
+            f"{item['provider']}/{item['model']}",
+            str(item["context_window"] or "-"),
+        )
+        table.append((*cells, *(str(p) for p in price)))
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
     return 0
 
 

@@ -116,6 +116,16 @@ class Metrics:
             "Tokens by type as reported by the provider.",
             ["project", "route", "provider", "type"],
         )
+        self.cost = LoopCounter(
+            "aigateway_cost_usd",
+            "What requests cost, in US dollars, by project, route and provider.",
+            ["project", "route", "provider"],
+        )
+        self.unpriced = LoopCounter(
+            "aigateway_unpriced_requests",
+            "Requests whose model has no price (cost unknown), by provider.",
+            ["provider"],
+        )
         self.attempts = LoopCounter(
             "aigateway_upstream_attempts",
             "Calls to upstream targets by outcome.",
@@ -129,6 +139,8 @@ class Metrics:
             self.request_duration,
             self.overhead,
             self.tokens,
+            self.cost,
+            self.unpriced,
             self.attempts,
             self.in_flight,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 from aigateway.config.model import Key, Project, Route, Target
@@ -56,6 +57,8 @@ class RequestContext:
     served_model: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
     usage: Usage | None = None
+    #: what the request cost in USD; None while unknown or when the model is unpriced
+    cost_usd: Decimal | None = None
     upstream_s: float = 0.0
     first_byte_s: float | None = None
     status: int = 0

@@ -8,13 +8,14 @@ half of one config and half of another.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from aigateway.config.load import LoadedConfig
 from aigateway.config.model import GatewayConfig, MockProvider, OpenAIProvider
 from aigateway.keys import KeyIndex
 from aigateway.metrics import Metrics
+from aigateway.middleware.account import Account
 from aigateway.middleware.auth import Authenticate
 from aigateway.middleware.observe import Observe
 from aigateway.middleware.parse import ParseBody
@@ -22,6 +23,7 @@ from aigateway.middleware.route import ResolveRoute
 from aigateway.mock_transport import MockTransport
 from aigateway.observability import AccessLog
 from aigateway.pipeline import Handler, build_chain
+from aigateway.pricing import PriceBook
 from aigateway.providers.mock import MockEngine
 from aigateway.providers.openai import OpenAIAdapter
 from aigateway.proxy import ProviderHandle, Proxy
@@ -51,13 +53,20 @@ def build_runtime(
     metrics: Metrics,
     access_log: AccessLog,
     routing: RoutingState,
+    on_unpriced: Callable[[str, str], None] = lambda provider, model: None,
 ) -> Runtime:
     config = loaded.config
     keys = KeyIndex(config.keys, config.projects)
     providers = {name: _provider(name, p, http) for name, p in config.providers.items()}
+    prices = PriceBook(config.pricing, clock=time.monotonic, on_unpriced=on_unpriced)
+    base_urls = {
+        name: None if isinstance(p, MockProvider) else p.base_url
+        for name, p in config.providers.items()
+    }
     chain = build_chain(
         [
             Observe(metrics, access_log),
+            Account(prices, base_urls),
             Authenticate(keys),
             ParseBody(),
             ResolveRoute(config.models),

@@ -15,8 +15,6 @@ def unenforced(config: GatewayConfig) -> list[str]:
         out.append("state.backend: 'redis' is not used yet; state is per process")
     if config.prompt_log is not None:
         out.append("prompt_log: the SQLite prompt log is not written yet")
-    if config.pricing:
-        out.append("pricing: costs are not computed yet")
     for name, project in config.projects.items():
         if project.rate_limits is not None:
             out.append(f"projects.{name}.rate_limits: not enforced yet")

@@ -67,6 +67,10 @@ class Observe:
                 tokens.inc((project, route, provider, "cached"), usage.cached_tokens)
             if usage.reasoning_tokens:
                 tokens.inc((project, route, provider, "reasoning"), usage.reasoning_tokens)
+        if ctx.cost_usd is not None:
+            m.cost.inc((project, route, provider), float(ctx.cost_usd))
+        elif usage is not None and ctx.target is not None:
+            m.unpriced.inc((provider,))
         for attempt in ctx.attempts:
             outcome = "ok" if attempt.error_class is None else attempt.error_class
             m.attempts.inc((attempt.provider, outcome))
@@ -88,6 +92,7 @@ class Observe:
                 "ttfb_ms": None if ctx.first_byte_s is None else round(ctx.first_byte_s * 1000, 2),
                 "prompt_tokens": usage.prompt_tokens if usage else None,
                 "completion_tokens": usage.completion_tokens if usage else None,
+                "cost_usd": None if ctx.cost_usd is None else float(ctx.cost_usd),
             }
         )
 

@@ -1,0 +1,81 @@
+"""What each request cost: ``x-aigateway-cost-usd``, ``usage.cost``, ``ctx.cost_usd``.
+
+Runs inside ``Observe`` (which records the cost in metrics and the access log).
+A whole answer gets the header and ``usage.cost`` in its body; a stream carries
+``usage.cost`` in its usage chunk when the caller asked for one
+(``stream_options.include_usage``), since headers are gone by then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+
+from aigateway.pipeline import BatchStream, Handler, JsonReply, Reply, RequestContext, StreamReply
+from aigateway.pricing import PriceBook
+from aigateway.providers.base import Batch, Chunk
+from aigateway.wire import Usage
+
+
+def usd(cost: Decimal) -> str:
+    """A cost as plain decimal text, no exponent (header values, logs)."""
+    return format(cost.normalize(), "f") if cost else "0"
+
+
+class Account:
+    def __init__(self, prices: PriceBook, base_urls: Mapping[str, str | None]) -> None:
+        self._prices = prices
+        #: provider name → its base URL (None: the built-in mock)
+        self._base_urls = base_urls
+
+    def cost(self, ctx: RequestContext, usage: Usage | None) -> Decimal | None:
+        if usage is None or ctx.target is None:
+            return None
+        provider = ctx.target.provider
+        model = ctx.served_model or ctx.attempts[-1].model
+        return self._prices.cost(provider, self._base_urls.get(provider), model, usage)
+
+    async def __call__(self, ctx: RequestContext, call_next: Handler) -> Reply:
+        reply = await call_next(ctx)
+        if isinstance(reply, StreamReply):
+            return StreamReply(_Costed(self, ctx, reply.stream))
+        cost = ctx.cost_usd = self.cost(ctx, ctx.usage)
+        if cost is None:
+            return reply
+        ctx.response_headers["x-aigateway-cost-usd"] = usd(cost)
+        usage = reply.body.get("usage")
+        if not isinstance(usage, dict):
+            return reply
+        usage["cost"] = float(cost)
+        return JsonReply(reply.status, reply.body)  # re-encoded with the cost
+
+
+class _Costed:
+    """Adds ``usage.cost`` to a stream's usage chunk; prices the stream when it ends."""
+
+    def __init__(self, account: Account, ctx: RequestContext, inner: BatchStream) -> None:
+        self._account, self._ctx, self._inner = account, ctx, inner
+
+    @property
+    def finished(self) -> bool:
+        return self._inner.finished
+
+    async def next(self) -> Batch | None:
+        batch = await self._inner.next()
+        if batch is not None:
+            for part in batch.parts:
+                if isinstance(part, Chunk) and part.data.get("usage"):
+                    self._add_cost(part)
+        return batch
+
+    def _add_cost(self, chunk: Chunk) -> None:
+        usage = chunk.data["usage"]
+        cost = self._account.cost(self._ctx, Usage.from_openai(usage))
+        if cost is not None and isinstance(usage, dict):
+            usage["cost"] = float(cost)
+            chunk.raw = None  # re-encode: the chunk changed
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()  # sets ctx.usage from the stream
+        ctx = self._ctx
+        ctx.cost_usd = self._account.cost(ctx, ctx.usage)

@@ -1,0 +1,115 @@
+"""Pricing: golden costs to 1e-9 from genai-prices and overrides; cost on the wire."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import aiohttp
+import pytest
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
+from prometheus_client.parser import text_string_to_metric_families
+
+from aigateway.config.model import Price
+from aigateway.pricing import PriceBook
+from aigateway.wire import Usage
+from tests.conftest import KEY, GatewayFactory
+
+OPENAI = "https://api.openai.com/v1"
+ANTHROPIC = "https://api.anthropic.com/v1"
+
+
+def book(overrides: dict[str, Price] | None = None, unpriced: list | None = None) -> PriceBook:
+    seen = unpriced if unpriced is not None else []
+    return PriceBook(overrides or {}, clock=lambda: 0.0,
+                     on_unpriced=lambda p, m: seen.append((p, m)))
+
+
+GOLDEN = [
+    # base URL, model, usage (prompt, completion, cached), dollars
+    (OPENAI, "gpt-4o", Usage(1000, 500), "0.0075"),
+    (OPENAI, "gpt-4o", Usage(1000, 500, cached_tokens=400), "0.0070"),
+    (OPENAI, "gpt-4o-2024-08-06", Usage(1000, 500), "0.0075"),  # dated snapshot
+    (OPENAI, "gpt-4o", Usage(1000, 500, reasoning_tokens=100), "0.0075"),  # inside output
+    (ANTHROPIC, "claude-sonnet-4-5", Usage(1000, 500), "0.0105"),  # tiered: exact path
+    (ANTHROPIC, "claude-sonnet-4-5", Usage(1000, 500, cached_tokens=300), "0.00969"),
+    (None, "anything", Usage(1000, 500), "0"),  # the built-in mock is free
+]
+
+
+@pytest.mark.parametrize(("base_url", "model", "usage", "dollars"), GOLDEN)
+def test_golden_costs(base_url, model, usage, dollars) -> None:
+    cost = book().cost("p", base_url, model, usage)
+    assert cost is not None
+    assert abs(cost - Decimal(dollars)) < Decimal("1e-9")
+
+
+def test_overrides_win_provider_and_model_first() -> None:
+    prices = {
+        "local/llama": Price(input_per_mtok=Decimal("1"), output_per_mtok=Decimal("2")),
+        "llama": Price(input_per_mtok=Decimal("100"), output_per_mtok=Decimal("100")),
+        "gpt-4o": Price(input_per_mtok=Decimal("0"), output_per_mtok=Decimal("0")),
+    }
+    b = book(prices)
+    assert b.cost("local", "http://127.0.0.1:1/v1", "llama", Usage(1_000_000, 500_000)) == 2
+    assert b.cost("other", "http://127.0.0.1:1/v1", "llama", Usage(1_000_000, 0)) == 100
+    assert b.cost("openai", OPENAI, "gpt-4o", Usage(1000, 500)) == 0
+    cached = Price(input_per_mtok=Decimal("2"), output_per_mtok=Decimal("8"),
+                   cached_input_per_mtok=Decimal("0.5"))
+    b = book({"m": cached})
+    # 600 uncached x 2 + 400 cached x 0.5 + 100 x 8, per million
+    assert b.cost("x", None, "m", Usage(1000, 100, cached_tokens=400)) == Decimal("0.0022")
+
+
+def test_unpriced_is_none_and_reported_once() -> None:
+    seen: list = []
+    b = book(unpriced=seen)
+    for _ in range(3):
+        assert b.cost("local", "http://127.0.0.1:11434/v1", "llama3", Usage(10, 10)) is None
+    assert seen == [("local", "llama3")]
+
+
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+PRICED = """
+pricing:
+  "up/gpt-4o-2024-08-06": {input_per_mtok: 2.5, output_per_mtok: 10, cached_input_per_mtok: 1.25}
+"""
+
+
+async def test_cost_on_the_wire(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(extra=PRICED)
+    async with AsyncOpenAI(base_url=gw.url, api_key=KEY, max_retries=0) as c:
+        raw = await c.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
+        # 10 prompt tokens x $2.5 + 2 completion tokens x $10, per million
+        assert raw.headers["x-aigateway-cost-usd"] == "0.000045"
+        assert raw.http_response.json()["usage"]["cost"] == 0.000045
+        stream = await c.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+        chunks = [chunk async for chunk in stream]
+    usage = chunks[-1].usage
+    assert usage is not None and usage.model_extra == {"cost": 0.000055}  # 10 x 2.5 + 3 x 10
+    async with aiohttp.ClientSession() as s, s.get(gw.root + "/metrics") as r:
+        text = await r.text()
+    costs = {tuple(sorted(x.labels.items())): x.value for f in text_string_to_metric_families(text)
+             for x in f.samples if x.name == "aigateway_cost_usd_total"}
+    assert costs[(("project", "acme"), ("provider", "up"), ("route", "gpt-4o"))] == \
+        pytest.approx(0.0001)
+    log = [json.loads(line) for line in gw.log.getvalue().splitlines()]
+    assert [x["cost_usd"] for x in log if x["event"] == "request"] == [0.000045, 0.000055]
+
+
+async def test_unpriced_model_still_answers(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()
+    async with AsyncOpenAI(base_url=gw.url, api_key=KEY, max_retries=0) as c:
+        for _ in range(2):
+            raw = await c.chat.completions.with_raw_response.create(model="gpt-4o",
+                                                                    messages=MESSAGES)
+            assert "x-aigateway-cost-usd" not in raw.headers
+            assert "cost" not in raw.http_response.json()["usage"]
+    async with aiohttp.ClientSession() as s, s.get(gw.root + "/metrics") as r:
+        text = await r.text()
+    assert 'aigateway_unpriced_requests_total{provider="up"} 2.0' in text
+    warnings = [line for line in gw.log.getvalue().splitlines() if "has no price" in line]
+    assert len(warnings) == 1 and "gpt-4o-2024-08-06" in warnings[0]
