@@ -156,6 +156,7 @@ def test_models_lists_routes_targets_and_prices() -> None:
     assert gpt[2:] == ["openai/gpt-4o", "-", "2.5", "10", "1.25"]
     llama = next(line.split() for line in lines if line.startswith("llama "))
     assert llama[3] == "8192"
-    rows = [json.loads(x) for x in run("models", "--config", str(EXAMPLE), "--json").stdout
-            .splitlines()]
+    rows = [
+        json.loads(x) for x in run("models", "--config", str(EXAMPLE), "--json").stdout.splitlines()
+    ]
     assert {r["route"] for r in rows} >= {"fast", "balanced", "best", "thinking", "gpt-4o"}

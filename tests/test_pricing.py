@@ -22,8 +22,9 @@ ANTHROPIC = "https://api.anthropic.com/v1"
 
 def book(overrides: dict[str, Price] | None = None, unpriced: list | None = None) -> PriceBook:
     seen = unpriced if unpriced is not None else []
-    return PriceBook(overrides or {}, clock=lambda: 0.0,
-                     on_unpriced=lambda p, m: seen.append((p, m)))
+    return PriceBook(
+        overrides or {}, clock=lambda: 0.0, on_unpriced=lambda p, m: seen.append((p, m))
+    )
 
 
 GOLDEN = [
@@ -55,8 +56,11 @@ def test_overrides_win_provider_and_model_first() -> None:
     assert b.cost("local", "http://127.0.0.1:1/v1", "llama", Usage(1_000_000, 500_000)) == 2
     assert b.cost("other", "http://127.0.0.1:1/v1", "llama", Usage(1_000_000, 0)) == 100
     assert b.cost("openai", OPENAI, "gpt-4o", Usage(1000, 500)) == 0
-    cached = Price(input_per_mtok=Decimal("2"), output_per_mtok=Decimal("8"),
-                   cached_input_per_mtok=Decimal("0.5"))
+    cached = Price(
+        input_per_mtok=Decimal("2"),
+        output_per_mtok=Decimal("8"),
+        cached_input_per_mtok=Decimal("0.5"),
+    )
     b = book({"m": cached})
     # 600 uncached x 2 + 400 cached x 0.5 + 100 x 8, per million
     assert b.cost("x", None, "m", Usage(1000, 100, cached_tokens=400)) == Decimal("0.0022")
@@ -92,10 +96,15 @@ async def test_cost_on_the_wire(make_gateway: GatewayFactory) -> None:
     assert usage is not None and usage.model_extra == {"cost": 0.000055}  # 10 x 2.5 + 3 x 10
     async with aiohttp.ClientSession() as s, s.get(gw.root + "/metrics") as r:
         text = await r.text()
-    costs = {tuple(sorted(x.labels.items())): x.value for f in text_string_to_metric_families(text)
-             for x in f.samples if x.name == "aigateway_cost_usd_total"}
-    assert costs[(("project", "acme"), ("provider", "up"), ("route", "gpt-4o"))] == \
-        pytest.approx(0.0001)
+    costs = {
+        tuple(sorted(x.labels.items())): x.value
+        for f in text_string_to_metric_families(text)
+        for x in f.samples
+        if x.name == "aigateway_cost_usd_total"
+    }
+    assert costs[(("project", "acme"), ("provider", "up"), ("route", "gpt-4o"))] == pytest.approx(
+        0.0001
+    )
     log = [json.loads(line) for line in gw.log.getvalue().splitlines()]
     assert [x["cost_usd"] for x in log if x["event"] == "request"] == [0.000045, 0.000055]
 
@@ -104,8 +113,9 @@ async def test_unpriced_model_still_answers(make_gateway: GatewayFactory) -> Non
     gw = await make_gateway()
     async with AsyncOpenAI(base_url=gw.url, api_key=KEY, max_retries=0) as c:
         for _ in range(2):
-            raw = await c.chat.completions.with_raw_response.create(model="gpt-4o",
-                                                                    messages=MESSAGES)
+            raw = await c.chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=MESSAGES
+            )
             assert "x-aigateway-cost-usd" not in raw.headers
             assert "cost" not in raw.http_response.json()["usage"]
     async with aiohttp.ClientSession() as s, s.get(gw.root + "/metrics") as r:
