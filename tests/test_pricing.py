@@ -123,3 +123,37 @@ async def test_unpriced_model_still_answers(make_gateway: GatewayFactory) -> Non
     assert 'aigateway_unpriced_requests_total{provider="up"} 2.0' in text
     warnings = [line for line in gw.log.getvalue().splitlines() if "has no price" in line]
     assert len(warnings) == 1 and "gpt-4o-2024-08-06" in warnings[0]
+
+
+@pytest.mark.parametrize(
+    "usage_json",
+    [
+        b'"usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}',
+        b'"usage":{"prompt_tokens":10,"completion_tokens":2,"total_tokens":12,"cost":9}',
+    ],
+    ids=["spliced", "provider cost replaced"],
+)
+def test_cost_in_the_body_is_valid_json(usage_json: bytes) -> None:
+    import asyncio
+
+    from aigateway.config.model import Target
+    from aigateway.middleware.account import Account
+    from aigateway.pipeline import Attempt, JsonReply, RequestContext
+
+    raw = b'{"id": "x", "choices": [], ' + usage_json + b', "model": "m"}'
+    body = json.loads(raw)
+    ctx = RequestContext("rid", "chat", {}, read_body=None)  # type: ignore[arg-type]
+    ctx.target = Target(provider="p", model="m")
+    ctx.attempts.append(Attempt("p", "m"))
+    ctx.usage = Usage(10, 2)
+    prices = {"m": Price(input_per_mtok=Decimal("1"), output_per_mtok=Decimal("2"))}
+
+    async def upstream(_: RequestContext) -> JsonReply:
+        return JsonReply(200, body, raw)
+
+    reply = asyncio.run(Account(book(prices), {"p": None})(ctx, upstream))
+    assert isinstance(reply, JsonReply)
+    encoded = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
+    out = json.loads(encoded)
+    assert out["usage"]["cost"] == 0.000014
+    assert out["usage"]["prompt_tokens"] == 10 and out["model"] == "m"

@@ -46,7 +46,17 @@ class Account:
         usage = reply.body.get("usage")
         if not isinstance(usage, dict):
             return reply
-        usage["cost"] = float(cost)
+        number = float(cost)
+        raw = reply.raw
+        if raw is not None and "cost" not in usage and raw.count(b'"usage"') == 1:
+            # The only "usage" key is the top-level one (JSON strings escape quotes):
+            # put the cost first in its object, without re-encoding the whole body.
+            at = raw.find(b"{", raw.find(b'"usage"') + 7) + 1
+            if at > 0:
+                usage["cost"] = number
+                spliced = raw[:at] + b'"cost":' + repr(number).encode() + b"," + raw[at:]
+                return JsonReply(reply.status, reply.body, spliced)
+        usage["cost"] = number  # replaces a provider's own figure: ours is what we bill
         return JsonReply(reply.status, reply.body)  # re-encoded with the cost
 
 
