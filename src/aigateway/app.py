@@ -34,7 +34,7 @@ from aigateway.errors import (
 from aigateway.keys import key_from_headers
 from aigateway.metrics import Metrics
 from aigateway.observability import AccessLog, LineSink, get_logger
-from aigateway.pipeline import Endpoint, JsonReply, RequestContext, StreamReply
+from aigateway.pipeline import CLIENT_CLOSED, Endpoint, JsonReply, RequestContext, StreamReply
 from aigateway.reload import Reloader
 from aigateway.routing import RoutingState
 from aigateway.runtime import Runtime, RuntimeHolder, build_runtime
@@ -128,11 +128,17 @@ async def _stream(
 ) -> web.StreamResponse:
     resp = _SSEResponse(status=200, headers=headers)
     stream = reply.stream
+    on_batch = reply.on_batch
+    status: int = CLIENT_CLOSED
+    error: str | None = "ClientClosed"
     try:
         await resp.prepare(request)
         tail = _DONE
+        outcome: tuple[int, str | None] = (200, None)
         try:
             while (batch := await stream.next()) is not None:
+                for hook in on_batch:
+                    hook(batch)
                 if stream.finished:
                     tail = batch.encode() + _DONE
                     break
@@ -140,11 +146,15 @@ async def _stream(
         except GatewayError as exc:
             # Bytes already reached the caller: no retry, no [DONE]; say what broke.
             tail = b"data: " + dumps(exc.openai_body()) + b"\n\n"
+            outcome = (exc.status, exc.error_class)
         await resp.write_eof(tail)
+        status, error = outcome
     except ConnectionError:
-        pass  # the caller went away; the pipeline bills and logs it in its finally
+        pass  # the caller went away: billed and logged as such below
     finally:
         await stream.aclose()
+        for end in reply.on_end:
+            end(status, error)
     return resp
 
 

@@ -18,6 +18,8 @@ from aigateway.providers.base import Batch
 from aigateway.wire import Usage
 
 Endpoint = Literal["chat", "embeddings"]
+#: status recorded when the caller went away before the response was complete
+CLIENT_CLOSED = 499
 
 
 @dataclass(slots=True)
@@ -80,9 +82,19 @@ class JsonReply:
 
 @dataclass(slots=True)
 class StreamReply:
-    """A stream of batches; the handler writes ``data: [DONE]`` if it ends cleanly."""
+    """A stream of batches; the handler writes ``data: [DONE]`` if it ends cleanly.
+
+    Middlewares that must see a stream do not wrap it (a layer per chunk); they
+    register hooks the handler calls: ``on_batch`` for every batch before it is
+    written, ``on_end(status, error_class)`` once, after the stream is closed,
+    in the order registered (inner middlewares first). ``status`` is 200 for a
+    stream delivered whole, the error's status for a stream that broke, and 499
+    when the caller went away.
+    """
 
     stream: BatchStream
+    on_batch: list[Callable[[Batch], None]] = field(default_factory=list)
+    on_end: list[Callable[[int, str | None], None]] = field(default_factory=list)
 
 
 class BatchStream(Protocol):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from decimal import Decimal
 
-from aigateway.pipeline import BatchStream, Handler, JsonReply, Reply, RequestContext, StreamReply
+from aigateway.pipeline import Handler, JsonReply, Reply, RequestContext, StreamReply
 from aigateway.pricing import PriceBook
 from aigateway.providers.base import Batch, Chunk
 from aigateway.wire import Usage
@@ -38,7 +38,8 @@ class Account:
     async def __call__(self, ctx: RequestContext, call_next: Handler) -> Reply:
         reply = await call_next(ctx)
         if isinstance(reply, StreamReply):
-            return StreamReply(_Costed(self, ctx, reply.stream))
+            _stream_hooks(self, ctx, reply)
+            return reply
         cost = ctx.cost_usd = self.cost(ctx, ctx.usage)
         if cost is None:
             return reply
@@ -60,32 +61,20 @@ class Account:
         return JsonReply(reply.status, reply.body)  # re-encoded with the cost
 
 
-class _Costed:
-    """Adds ``usage.cost`` to a stream's usage chunk; prices the stream when it ends."""
+def _stream_hooks(account: Account, ctx: RequestContext, reply: StreamReply) -> None:
+    """Put ``usage.cost`` in the stream's usage chunk; price the stream when it ends."""
 
-    def __init__(self, account: Account, ctx: RequestContext, inner: BatchStream) -> None:
-        self._account, self._ctx, self._inner = account, ctx, inner
+    def on_batch(batch: Batch) -> None:
+        for part in batch.parts:
+            if isinstance(part, Chunk) and part.data.get("usage"):
+                usage = part.data["usage"]
+                cost = account.cost(ctx, Usage.from_openai(usage))
+                if cost is not None and isinstance(usage, dict):
+                    usage["cost"] = float(cost)
+                    part.raw = None  # re-encoded: the chunk changed
 
-    @property
-    def finished(self) -> bool:
-        return self._inner.finished
+    def on_end(status: int, error: str | None) -> None:
+        ctx.cost_usd = account.cost(ctx, ctx.usage)  # ctx.usage: set when the stream closed
 
-    async def next(self) -> Batch | None:
-        batch = await self._inner.next()
-        if batch is not None:
-            for part in batch.parts:
-                if isinstance(part, Chunk) and part.data.get("usage"):
-                    self._add_cost(part)
-        return batch
-
-    def _add_cost(self, chunk: Chunk) -> None:
-        usage = chunk.data["usage"]
-        cost = self._account.cost(self._ctx, Usage.from_openai(usage))
-        if cost is not None and isinstance(usage, dict):
-            usage["cost"] = float(cost)
-            chunk.raw = None  # re-encode: the chunk changed
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()  # sets ctx.usage from the stream
-        ctx = self._ctx
-        ctx.cost_usd = self._account.cost(ctx, ctx.usage)
+    reply.on_batch.append(on_batch)
+    reply.on_end.append(on_end)

@@ -13,11 +13,8 @@ import time
 from aigateway.errors import GatewayError
 from aigateway.metrics import Metrics
 from aigateway.observability import AccessLog
-from aigateway.pipeline import BatchStream, Handler, Reply, RequestContext, StreamReply
-from aigateway.providers.base import Batch
+from aigateway.pipeline import CLIENT_CLOSED, Handler, Reply, RequestContext, StreamReply
 
-#: status logged when the caller went away before the response was complete
-CLIENT_CLOSED = 499
 _STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 
 
@@ -40,7 +37,8 @@ class Observe:
             self._done(ctx, 500, type(exc).__name__)
             raise
         if isinstance(reply, StreamReply):
-            return StreamReply(_Watched(self, ctx, reply.stream))
+            reply.on_end.append(lambda status, error: self._done(ctx, status, error))
+            return reply
         self._done(ctx, reply.status, None)
         return reply
 
@@ -95,36 +93,3 @@ class Observe:
                 "cost_usd": None if ctx.cost_usd is None else float(ctx.cost_usd),
             }
         )
-
-
-class _Watched:
-    """Passes a stream through and records the request once it is over."""
-
-    def __init__(self, observe: Observe, ctx: RequestContext, inner: BatchStream) -> None:
-        self._observe, self._ctx, self._inner = observe, ctx, inner
-        self._status: int = CLIENT_CLOSED
-        self._error: str | None = "ClientClosed"
-        self._closed = False
-
-    @property
-    def finished(self) -> bool:
-        return self._inner.finished
-
-    async def next(self) -> Batch | None:
-        try:
-            batch = await self._inner.next()
-        except GatewayError as exc:
-            self._status, self._error = exc.status, exc.error_class
-            raise
-        if batch is None or self._inner.finished:
-            self._status, self._error = 200, None
-        return batch
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await self._inner.aclose()
-        finally:
-            self._observe._done(self._ctx, self._status, self._error)
