@@ -325,27 +325,37 @@ async def test_routing_state_survives_a_reload_for_unchanged_targets(live) -> No
 
 async def test_each_request_is_priced_by_the_config_it_started_under(live) -> None:
     def priced(rate: int) -> str:
-        return config(chunk_delay_ms=100, extra=(
-            f'pricing:\n  "demo/m-fast": {{input_per_mtok: {rate}, output_per_mtok: {rate}}}\n'))
+        return config(
+            chunk_delay_ms=100,
+            extra=(
+                f'pricing:\n  "demo/m-fast": {{input_per_mtok: {rate}, output_per_mtok: {rate}}}\n'
+            ),
+        )
 
     gw = await live(priced(1), watch=False)
     body = {"model": "fast", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     async with aiohttp.ClientSession() as s:
-        async with s.post(gw.url + "/v1/chat/completions", json=body,
-                          headers={"Authorization": f"Bearer {KEY}"}) as r:
+        async with s.post(
+            gw.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}
+        ) as r:
             first = await r.content.readuntil(b"\n\n")  # the stream is under way ...
             gw.write(priced(1000))
-            async with s.post(gw.url + "/admin/reload",
-                              headers={"Authorization": f"Bearer {ADMIN}"}) as reload:
+            async with s.post(
+                gw.url + "/admin/reload", headers={"Authorization": f"Bearer {ADMIN}"}
+            ) as reload:
                 assert (await reload.json())["changed"]  # ... when the price changes
             rest = await r.read()
         assert first.startswith(b"data: ") and rest.endswith(b"data: [DONE]\n\n")
-        async with s.post(gw.url + "/v1/chat/completions", json={**body, "stream": False},
-                          headers={"Authorization": f"Bearer {KEY}"}) as r:
+        async with s.post(
+            gw.url + "/v1/chat/completions",
+            json={**body, "stream": False},
+            headers={"Authorization": f"Bearer {KEY}"},
+        ) as r:
             assert r.status == 200
     lines = [json.loads(x) for x in gw.log.getvalue().splitlines()]
     old, new = [x for x in lines if x["event"] == "request"]
     tokens = old["prompt_tokens"] + old["completion_tokens"]
     assert old["cost_usd"] == pytest.approx(tokens * 1 / 1_000_000)
     assert new["cost_usd"] == pytest.approx(
-        (new["prompt_tokens"] + new["completion_tokens"]) * 1000 / 1_000_000)
+        (new["prompt_tokens"] + new["completion_tokens"]) * 1000 / 1_000_000
+    )
