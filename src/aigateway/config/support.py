@@ -20,6 +20,8 @@ def unenforced(config: GatewayConfig) -> list[str]:
             out.append(f"projects.{name}.rate_limits: not enforced yet")
         if project.budgets:
             out.append(f"projects.{name}.budgets: not enforced yet")
+        if project.prompt_log is not None:
+            out.append(f"projects.{name}.prompt_log: the SQLite prompt log is not written yet")
     for i, key in enumerate(config.keys):
         if key.rate_limits is not None:
             out.append(f"keys[{i}].rate_limits ({key.id}): not enforced yet")
