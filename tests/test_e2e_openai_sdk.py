@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import struct
 
 import openai
 import pytest
@@ -413,8 +411,3 @@ async def test_completion_body_is_forwarded_unchanged(make_gateway: GatewayFacto
     async with client(gw) as c:
         raw = await c.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
     assert raw.http_response.json() == body
-
-
-def test_embedding_base64_roundtrip_helper() -> None:
-    packed = base64.b64encode(struct.pack("<2f", 1.0, 2.0)).decode()
-    assert struct.unpack("<2f", base64.b64decode(packed)) == (1.0, 2.0)
