@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from typing import Any, Literal, Protocol
 
 from aigateway.config.model import Key, Project, Route, Target
@@ -128,14 +129,12 @@ class Middleware(Protocol):
 
 
 def build_chain(middlewares: Sequence[Middleware], terminal: Handler) -> Handler:
+    """Wrap ``terminal`` in the middlewares, the first one outermost.
+
+    Each layer is ``partial(mw, call_next=...)``: calling it returns the
+    middleware's own coroutine, so a layer costs one coroutine per request, not two.
+    """
     handler = terminal
     for mw in reversed(middlewares):
-        handler = _bind(mw, handler)
+        handler = partial(mw, call_next=handler)
     return handler
-
-
-def _bind(mw: Middleware, call_next: Handler) -> Handler:
-    async def step(ctx: RequestContext) -> Reply:
-        return await mw(ctx, call_next)
-
-    return step
