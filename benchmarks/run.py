@@ -32,9 +32,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 KEY = "aig-bench-key-000000000000000000"
+#: a key whose project has every limit and budget (never reached): the full
+#: governance chain (offline token count, admission, settlement) on every request
+GOV_KEY = "aig-bench-governed-0000000000000"
 CONNECTIONS = (1, 32, 256)
-#: failover: the route's primary always answers 503, its fallback is healthy
-KINDS = ("json", "sse", "failover")
+#: failover: the route's primary always answers 503, its fallback is healthy;
+#: governed: the JSON route for a key with rate limits and budgets
+KINDS = ("json", "sse", "failover", "governed")
 
 
 def free_port() -> int:
@@ -132,6 +136,7 @@ def gateway_conf(upstream: str) -> str:
     import hashlib
 
     digest = hashlib.sha256(KEY.encode()).hexdigest()
+    governed = hashlib.sha256(GOV_KEY.encode()).hexdigest()
     return textwrap.dedent(f"""\
         version: 1
         server: {{log_level: info}}
@@ -150,8 +155,13 @@ def gateway_conf(upstream: str) -> str:
                                 cached_input_per_mtok: 1.25}}
         projects:
           bench: {{}}
+          governed:
+            rate_limits: {{rpm: 100000000, tpm: 1000000000000, concurrency: 100000}}
+            budgets: [{{window: day, usd: 1000000}}, {{window: month, tokens: 1000000000000}}]
         keys:
           - {{id: bench, project: bench, sha256: "{digest}"}}
+          - {{id: governed, project: governed, sha256: "{governed}",
+              rate_limits: {{rpm: 100000000}}}}
         """)
 
 
@@ -257,7 +267,7 @@ def main() -> int:
         bodies[kind].write_text(
             json.dumps(
                 {
-                    "model": f"bench-{kind}",
+                    "model": "bench-json" if kind == "governed" else f"bench-{kind}",
                     "stream": kind == "sse",
                     "messages": [
                         {"role": "system", "content": "You are terse."},
@@ -305,16 +315,17 @@ def main() -> int:
                 for kind in KINDS:
                     for c in conns:
                         for target in ("direct", "baseline", "gateway"):
-                            # failover: direct and baseline show the healthy JSON path
-                            path = "json" if kind == "failover" else kind
+                            # failover, governed: direct and baseline show the JSON path
+                            path = "json" if kind in ("failover", "governed") else kind
+                            auth = GOV_KEY if kind == "governed" else KEY
                             url = {
                                 "direct": f"{upstream}/{path}/v1/chat/completions",
                                 "baseline": f"http://127.0.0.1:{base_port}/{path}"
                                 "/v1/chat/completions",
                                 "gateway": f"http://127.0.0.1:{gw_port}/v1/chat/completions",
                             }[target]
-                            wrk(url, bodies[kind], c, 1.0, KEY)  # warm-up
-                            r = wrk(url, bodies[kind], c, args.duration, KEY)
+                            wrk(url, bodies[kind], c, 1.0, auth)  # warm-up
+                            r = wrk(url, bodies[kind], c, args.duration, auth)
                             r.target, r.kind = target, kind
                             results.append(r)
                             if target == "gateway":
@@ -391,6 +402,16 @@ def report(results: list[Result], conns: list[int], rss: dict[str, float]) -> No
             f"\nfailover (primary always 503, healthy fallback): success rate "
             f"{(total - bad) / total:.4%} of {total} requests; gateway p50 over its healthy "
             f"JSON route: {added}"
+        )
+    if any(r.kind == "governed" for r in results):
+        parts = []
+        for c in conns:
+            ratio = med("gateway", "governed", c, "rps") / med("gateway", "json", c, "rps")
+            added = med("gateway", "governed", c, "p50_ms") - med("gateway", "json", c, "p50_ms")
+            parts.append(f"c={c} {ratio:.2f}x rps, {added:+.2f} ms p50")
+        print(
+            "\ngovernance chain (limits + budgets, memory state) vs the plain JSON path: "
+            + "; ".join(parts)
         )
     failed = sum(r.failed for r in results if r.kind != "failover")
     print(

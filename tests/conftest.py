@@ -19,6 +19,7 @@ from aigateway.config.load import parse_config
 from aigateway.keys import digest
 from aigateway.metrics import Metrics
 from aigateway.observability import configure_logging
+from aigateway.tokens import Tokenizer
 from tests.fakes import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,22 +89,37 @@ def gateway_yaml(upstream_url: str, extra: str = "", models: str = "") -> str:
 GatewayFactory = Callable[..., Awaitable[Gateway]]
 
 
+@pytest.fixture(scope="session")
+def tokenizer() -> Tokenizer:
+    """One loaded tokenizer for the whole run (loading takes ~0.5 s)."""
+    tok = Tokenizer()
+    tok.load()
+    return tok
+
+
 @pytest.fixture
-async def make_gateway() -> AsyncIterator[GatewayFactory]:
+async def make_gateway(tokenizer: Tokenizer) -> AsyncIterator[GatewayFactory]:
     servers: list[TestServer] = []
 
-    async def make(extra: str = "", yaml_text: str | None = None, models: str = "") -> Gateway:
+    async def make(
+        extra: str = "",
+        yaml_text: str | None = None,
+        models: str = "",
+        edit: Callable[[str], str] = lambda text: text,
+    ) -> Gateway:
         upstream = FakeOpenAI()
         up_server = TestServer(upstream.app, host="127.0.0.1")
         await up_server.start_server()
         servers.append(up_server)
-        text = yaml_text or gateway_yaml(str(up_server.make_url("/v1")), extra, models)
+        text = edit(yaml_text or gateway_yaml(str(up_server.make_url("/v1")), extra, models))
         loaded = parse_config(text.encode(), env=os.environ, base_dir=Path("."))
         log = io.StringIO()
         access_log = configure_logging(fmt="json", level="debug", stream=log)
         metrics = Metrics()
         server = TestServer(
-            create_app(loaded, metrics=metrics, access_log=access_log), host="127.0.0.1"
+            create_app(loaded, metrics=metrics, access_log=access_log, tokenizer=tokenizer),
+            host="127.0.0.1",
+            handler_cancellation=True,  # as aigateway serve runs it
         )
         await server.start_server()
         servers.append(server)

@@ -6,8 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -17,6 +15,7 @@ import pytest
 
 from aigateway.keys import digest
 from tests.conftest import PROVIDER_SECRET, GatewayFactory, free_port
+from tests.procs import serve, stop, wait_ready
 
 ADMIN = "aig-admin-key-0123456789"
 
@@ -66,49 +65,6 @@ async def test_admin_needs_the_admin_key_and_redacts_secrets(
             gw.root + "/admin/reload", headers={"Authorization": f"Bearer {ADMIN}"}
         ) as r:
             assert r.status == 404
-
-
-def serve(path: Path, port: int, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aigateway",
-            "serve",
-            "--config",
-            str(path),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-async def wait_ready(url: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 20
-    async with aiohttp.ClientSession() as s:
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            try:
-                async with s.get(url + "/readyz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError("not ready")
-
-
-def stop(proc: subprocess.Popen[str]) -> str:
-    if proc.poll() is None:
-        proc.kill()
-    out, _ = proc.communicate(timeout=20)
-    return out
 
 
 CONFIG = textwrap.dedent(f"""\

@@ -29,6 +29,7 @@ def test_k8s_manifests_parse_and_are_listed() -> None:
     [
         ("configmap.yaml", "secret.yaml", "fast"),
         ("sidecar/deployment.yaml", "sidecar/deployment.yaml", "default"),
+        ("replicas/configmap.yaml", "secret.yaml", "fast"),
     ],
 )
 def test_k8s_embedded_configs_validate(
@@ -42,7 +43,8 @@ def test_k8s_embedded_configs_validate(
     for name, value in find(secret_file, "Secret")["stringData"].items():
         (tmp_path / name).write_text(value)
     text = text.replace("/var/run/secrets/aigateway", str(tmp_path))
-    loaded = parse_config(text.encode(), env={}, base_dir=tmp_path)
+    env = {"REDIS_URL": "redis://aigateway-redis:6379/0"}  # set by replicas/deployment-patch
+    loaded = parse_config(text.encode(), env=env, base_dir=tmp_path)
     assert route in loaded.config.models
 
 
@@ -76,3 +78,21 @@ def test_systemd_unit(unit: str) -> None:
     assert "serve --config /etc/aigateway/gateway.yaml" in service["ExecStart"]
     assert service["DynamicUser"] == "yes" and service["ProtectSystem"] == "strict"
     assert service["StateDirectory"] == "aigateway"
+
+
+def test_replicas_overlay_wires_redis_into_the_gateway() -> None:
+    overlay = DEPLOY / "k8s" / "replicas"
+    kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    assert ".." in kustomization["resources"] and "redis.yaml" in kustomization["resources"]
+    for patch in kustomization["patches"]:
+        assert (overlay / patch["path"]).exists()
+    patch = yaml.safe_load((overlay / "deployment-patch.yaml").read_text())
+    assert patch["spec"]["replicas"] > 1
+    env = {e["name"]: e["value"] for e in patch["spec"]["template"]["spec"]["containers"][0]["env"]}
+    redis = list(yaml.safe_load_all((overlay / "redis.yaml").read_text()))
+    service = next(d for d in redis if d["kind"] == "Service")
+    assert env["REDIS_URL"] == f"redis://{service['metadata']['name']}:6379/0"
+    config = yaml.safe_load(
+        yaml.safe_load((overlay / "configmap.yaml").read_text())["data"]["gateway.yaml"]
+    )
+    assert config["state"]["backend"] == "redis"

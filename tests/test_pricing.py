@@ -35,6 +35,8 @@ GOLDEN = [
     (OPENAI, "gpt-4o", Usage(1000, 500, reasoning_tokens=100), "0.0075"),  # inside output
     (ANTHROPIC, "claude-sonnet-4-5", Usage(1000, 500), "0.0105"),  # tiered: exact path
     (ANTHROPIC, "claude-sonnet-4-5", Usage(1000, 500, cached_tokens=300), "0.00969"),
+    # Anthropic cache creation (write) and read, disjoint from the uncached 500
+    (ANTHROPIC, "claude-sonnet-4-5", Usage(1000, 500, 300, 0, 200), "0.00984"),
     (None, "anything", Usage(1000, 500), "0"),  # the built-in mock is free
 ]
 
@@ -64,6 +66,33 @@ def test_overrides_win_provider_and_model_first() -> None:
     b = book({"m": cached})
     # 600 uncached x 2 + 400 cached x 0.5 + 100 x 8, per million
     assert b.cost("x", None, "m", Usage(1000, 100, cached_tokens=400)) == Decimal("0.0022")
+
+
+def test_cache_writes_are_their_own_bucket() -> None:
+    price = Price(
+        input_per_mtok=Decimal("1"),
+        output_per_mtok=Decimal("2"),
+        cached_input_per_mtok=Decimal("0.5"),
+        cache_write_per_mtok=Decimal("1.25"),
+    )
+    usage = Usage(1000, 100, cached_tokens=400, cache_write_tokens=200)
+    assert usage.uncached_input_tokens == 400
+    # 400 x 1 + 400 x 0.5 + 200 x 1.25 + 100 x 2, per million
+    assert book({"m": price}).cost("x", None, "m", usage) == Decimal("0.00105")
+
+
+@pytest.mark.parametrize(
+    ("base_url", "model", "worst"),
+    [
+        (OPENAI, "gpt-4o", ("2.5", "10")),
+        # tiered: the long-context tier (and the cache write rate) bound the worst case
+        (ANTHROPIC, "claude-sonnet-4-5", ("7.5", "22.5")),
+    ],
+)
+def test_worst_case_rates_for_reservations(base_url, model, worst) -> None:
+    rates = book().rates("p", base_url, model)
+    assert rates is not None
+    assert rates.worst_case() == (Decimal(worst[0]), Decimal(worst[1]))
 
 
 def test_unpriced_is_none_and_reported_once() -> None:

@@ -359,3 +359,28 @@ async def test_each_request_is_priced_by_the_config_it_started_under(live) -> No
     assert new["cost_usd"] == pytest.approx(
         (new["prompt_tokens"] + new["completion_tokens"]) * 1000 / 1_000_000
     )
+
+
+async def test_limit_counters_survive_a_reload(live) -> None:
+    def limited(rpm: int, reply: str) -> str:
+        return config(reply=reply).replace("  p: {}", f"  p: {{rate_limits: {{rpm: {rpm}}}}}")
+
+    gw = await live(limited(3, "one"), watch=False)
+    async with aiohttp.ClientSession() as s:
+
+        async def remaining() -> tuple[str, str]:
+            async with s.post(
+                gw.url + "/v1/chat/completions",
+                json={"model": "fast", "messages": [{"role": "user", "content": "hi"}]},
+                headers={"Authorization": f"Bearer {KEY}"},
+            ) as r:
+                body = await r.json()
+                reply = body["choices"][0]["message"]["content"]
+                return reply, r.headers["x-ratelimit-remaining-requests"]
+
+        assert [await remaining() for _ in range(2)] == [("one", "2"), ("one", "1")]
+        gw.write(limited(5, "two"))  # the limit is raised; the project is the same
+        async with s.post(gw.url + "/admin/reload", headers={"x-api-key": ADMIN}) as r:
+            assert r.status == 200
+        # what was counted before the reload still counts: 5 - 3 = 2 left
+        assert await remaining() == ("two", "2")

@@ -35,10 +35,13 @@ from aigateway.keys import key_from_headers
 from aigateway.metrics import Metrics
 from aigateway.observability import AccessLog, LineSink, get_logger
 from aigateway.pipeline import CLIENT_CLOSED, Endpoint, JsonReply, RequestContext, StreamReply
+from aigateway.policy import token_needs
 from aigateway.reload import Reloader
 from aigateway.routing import RoutingState
 from aigateway.runtime import Runtime, RuntimeHolder, build_runtime
+from aigateway.state_fallback import open_store
 from aigateway.tasks import Tasks
+from aigateway.tokens import Tokenizer
 from aigateway.upstream import HttpTransport, new_session
 from aigateway.web_common import (
     ACCESS_LOG,
@@ -50,7 +53,9 @@ from aigateway.web_common import (
     RELOADER,
     REQUEST_IDS,
     STARTED,
+    STORE,
     TASKS,
+    TOKENIZER,
     WATCH,
     RequestIds,
     dumps,
@@ -276,6 +281,16 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         # Outlives reloads: unchanged targets keep their statistics and breakers.
         routing = RoutingState(clock=time.monotonic)
         metrics.routing = routing
+        # Outlive reloads too: counters of unchanged keys, projects and windows go on.
+        store = app[STORE] = open_store(loaded.config.state, metrics)
+        tokenizer = app[TOKENIZER]
+
+        def prepare(loaded: LoadedConfig) -> None:
+            # token limits and budgets count prompts: load those vocabularies
+            # (~0.3 s and ~45 MiB each) before the config serves, not on a request
+            tokenizer.load(token_needs(loaded.config))
+
+        await asyncio.to_thread(prepare, loaded)
 
         def unpriced(provider: str, model: str) -> None:
             log.warning(
@@ -292,6 +307,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
                 metrics=metrics,
                 access_log=app[ACCESS_LOG],
                 routing=routing,
+                store=store,
+                tokenizer=tokenizer,
+                spawn=tasks.finish,
                 on_unpriced=unpriced,
             )
 
@@ -301,7 +319,13 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         path = app.get(CONFIG_PATH)
         if path is not None:
             reloader = app[RELOADER] = Reloader(
-                Path(path), holder, build, metrics=metrics, logger=log, env=os.environ
+                Path(path),
+                holder,
+                build,
+                metrics=metrics,
+                logger=log,
+                env=os.environ,
+                prepare=prepare,
             )
             if app[WATCH]:
                 tasks.supervise(
@@ -319,6 +343,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         app[READY]["ready"] = False
         stop_watching.set()
         await tasks.close()
+        if STORE in app:
+            await app[STORE].close()
         await session.close()
 
 
@@ -333,6 +359,7 @@ def create_app(
     access_log: AccessLog | None = None,
     config_path: str | None = None,
     watch: bool = True,
+    tokenizer: Tokenizer | None = None,
 ) -> web.Application:
     """The gateway as an aiohttp application.
 
@@ -348,6 +375,7 @@ def create_app(
     app[REQUEST_IDS] = RequestIds()
     app[STARTED] = time.monotonic()
     app[WATCH] = watch
+    app[TOKENIZER] = tokenizer or Tokenizer()
     if config_path is not None:
         app[CONFIG_PATH] = config_path
     app.cleanup_ctx.append(_lifecycle)

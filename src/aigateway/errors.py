@@ -7,7 +7,9 @@
     ├── AuthenticationFailed          401 missing, unknown, expired or disabled key (one body)
     ├── PermissionDenied              403 the key may not use this model / endpoint
     ├── NotFound                      404 unknown model or path
-    ├── RateLimited                   429 a gateway limit; carries retry-after
+    ├── RateLimited                   429 a gateway rate or concurrency limit; retry-after
+    ├── BudgetExceeded                429 insufficient_quota: a budget cannot pay; do not retry
+    ├── LimitsUnavailable             503 limit state unreachable and configured to fail closed
     └── UpstreamError                 the provider failed (status chosen by the subclass)
         ├── UpstreamConnectError      502 could not connect / connection reset before the response
         ├── UpstreamTimeout           504 no response (or no next chunk) in time
@@ -108,6 +110,24 @@ class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+    retryable = True
+
+
+class BudgetExceeded(GatewayError):
+    """A budget cannot pay for the request: retrying will not help until the window
+    resets or the budget is raised (``x-should-retry: false``)."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
+class LimitsUnavailable(GatewayError):
+    """The shared limit state could not be reached and the config says fail closed."""
+
+    status = 503
+    type = "server_error"
+    code = "limits_unavailable"
     retryable = True
 
 

@@ -132,6 +132,21 @@ class Metrics:
             ["provider", "outcome"],
         )
         self.in_flight = LoopGauge("aigateway_in_flight_requests", "Requests being handled now.")
+        self.limited = LoopCounter(
+            "aigateway_limited_requests",
+            "Requests refused by a limit: reason rate, concurrency, budget or state_unavailable.",
+            ["project", "key", "reason"],
+        )
+        self.state_errors = LoopCounter(
+            "aigateway_state_errors",
+            "Failed calls to the shared state (Redis) by operation, and what was done instead.",
+            ["operation", "fallback"],
+        )
+        self.estimated_usage = LoopCounter(
+            "aigateway_estimated_usage_requests",
+            "Requests billed from a local token count because the provider sent no usage.",
+            ["provider"],
+        )
         #: set by the app: circuit states are read from it at scrape time
         self.routing: RoutingState | None = None
         self._loop_metrics = (
@@ -143,6 +158,9 @@ class Metrics:
             self.unpriced,
             self.attempts,
             self.in_flight,
+            self.limited,
+            self.state_errors,
+            self.estimated_usage,
         )
         self.registry.register(self)
         self.config_info = Gauge(

@@ -60,6 +60,11 @@ class RequestContext:
     served_model: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
     usage: Usage | None = None
+    #: the usage was counted by the gateway (the provider sent none, or the stream
+    #: was cut), not reported by the provider
+    usage_estimated: bool = False
+    #: prompt tokens counted offline before sending (when limits needed it)
+    prompt_tokens_est: int | None = None
     #: what the request cost in USD; None while unknown or when the model is unpriced
     cost_usd: Decimal | None = None
     upstream_s: float = 0.0

@@ -42,16 +42,25 @@ class Rates:
     cache_read: Decimal
     cache_write: Decimal
     exact: Callable[[Usage], Decimal] | None = None
+    #: tiered prices: the highest (input, output) rate of any tier, for reserving
+    #: budget before the real size is known
+    ceiling: tuple[Decimal, Decimal] | None = None
 
     def cost(self, usage: Usage) -> Decimal:
         if self.exact is not None:
             return self.exact(usage)
-        uncached = max(0, usage.prompt_tokens - usage.cached_tokens)
         return (
-            uncached * self.input
+            usage.uncached_input_tokens * self.input
             + usage.cached_tokens * self.cache_read
+            + usage.cache_write_tokens * self.cache_write
             + usage.completion_tokens * self.output
         ) / MILLION
+
+    def worst_case(self) -> tuple[Decimal, Decimal]:
+        """The most one input and one output token can cost (USD per million)."""
+        if self.ceiling is not None:
+            return self.ceiling
+        return max(self.input, self.cache_write), self.output
 
 
 FREE = Rates(Decimal(0), Decimal(0), Decimal(0), Decimal(0))
@@ -138,7 +147,19 @@ def _genai_rates(base_url: str, model: str) -> Rates | None:
         result = price.calc_price(_genai_usage(usage))
         return Decimal(result["total_price"])
 
-    return Rates(Decimal(0), Decimal(0), Decimal(0), Decimal(0), exact=exact)
+    ceiling = (_highest(price.input_mtok, price.cache_write_mtok), _highest(price.output_mtok))
+    return Rates(Decimal(0), Decimal(0), Decimal(0), Decimal(0), exact=exact, ceiling=ceiling)
+
+
+def _highest(*prices: Any) -> Decimal:
+    """The top rate of flat or tiered genai-prices fields (None counts as 0)."""
+    top = Decimal(0)
+    for p in prices:
+        if isinstance(p, Decimal):
+            top = max(top, p)
+        elif p is not None:  # TieredPrices: a base and tiers above it
+            top = max(top, p.base, *(tier.price for tier in p.tiers))
+    return top
 
 
 def _genai_usage(usage: Usage) -> Any:
@@ -147,5 +168,6 @@ def _genai_usage(usage: Usage) -> Any:
     return GUsage(
         input_tokens=usage.prompt_tokens,
         cache_read_tokens=usage.cached_tokens or None,
+        cache_write_tokens=usage.cache_write_tokens or None,
         output_tokens=usage.completion_tokens,
     )

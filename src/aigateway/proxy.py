@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState
@@ -36,7 +37,9 @@ from aigateway.pipeline import Attempt, JsonReply, Reply, RequestContext, Stream
 from aigateway.providers.base import Batch, ProviderAdapter, StreamDecoder
 from aigateway.routing import RoutingState, TargetStats
 from aigateway.scrub import scrub
+from aigateway.tokens import Tokenizer
 from aigateway.upstream import MAX_ERROR_BYTES, Transport, UpstreamResponse
+from aigateway.wire import Usage
 
 _FALLBACK_STATUSES = frozenset({401, 403, 404})
 
@@ -102,10 +105,13 @@ class Proxy:
         providers: Mapping[str, ProviderHandle],
         routing: RoutingState,
         policies: Mapping[str, RetryPolicy],
+        tokenizer: Tokenizer | None = None,
     ) -> None:
         self._providers = providers
         self._routing = routing
         self._policies = policies
+        #: counts tokens when a provider sends no usage (None: a rough char count)
+        self._tokenizer = tokenizer
 
     async def __call__(self, ctx: RequestContext) -> Reply:
         assert ctx.route is not None and ctx.route_name is not None
@@ -150,6 +156,25 @@ class Proxy:
         if len(ctx.attempts) > 1:
             failure.headers["x-should-retry"] = "false"  # the gateway already tried
         raise failure
+
+    def _prompt_tokens(self, ctx: RequestContext, model: str) -> int:
+        if ctx.prompt_tokens_est is None:
+            tok = self._tokenizer
+            ctx.prompt_tokens_est = (
+                tok.chat_prompt(ctx.body, [model])
+                if tok is not None and tok.has(model)
+                else estimate_prompt_tokens(ctx.body)
+            )
+        return ctx.prompt_tokens_est
+
+    def _estimate_usage(self, ctx: RequestContext, model: str, answer: dict[str, Any]) -> None:
+        text = _answer_text(answer)
+        tok = self._tokenizer
+        output = (
+            tok.count(text, model) if tok is not None and tok.has(model) else -(-len(text) // 4)
+        )
+        ctx.usage = Usage(self._prompt_tokens(ctx, model), output)
+        ctx.usage_estimated = True
 
     async def _content_fallback(self, ctx: RequestContext, refusal: GatewayError | Reply) -> Reply:
         """A target refused on content policy: try the route's configured fallback once;
@@ -231,6 +256,9 @@ class Proxy:
                     raise adapter.error(resp.status, resp.headers, body)
                 if req.stream:
                     decoder = adapter.stream_decoder(client_wants_usage=ctx.client_wants_usage)
+                    tok = self._tokenizer
+                    if tok is not None and tok.has(model):
+                        decoder.state.counter = partial(tok.count, model=model)
                     first = await _first_batch(resp, decoder)
             stats.observe_ttfb(time.perf_counter() - started)
             breaker.on_success()
@@ -238,7 +266,8 @@ class Proxy:
                 ctx.first_byte_s = time.perf_counter() - ctx.started
                 _served(ctx, handle.name, decoder.state.served_model or target.model)
                 handed_off = True
-                return StreamReply(_Relay(ctx, resp, decoder, first, secrets, stats, clock))
+                prompt = partial(self._prompt_tokens, ctx, model)
+                return StreamReply(_Relay(ctx, resp, decoder, first, secrets, stats, clock, prompt))
             body = await resp.read()
             parsed = (
                 adapter.parse_chat(body)
@@ -246,6 +275,8 @@ class Proxy:
                 else (adapter.parse_embeddings(body))
             )
             ctx.usage = parsed.usage
+            if parsed.usage is None and ctx.endpoint == "chat":
+                self._estimate_usage(ctx, model, parsed.body)
             _served(ctx, handle.name, parsed.served_model or target.model)
             return JsonReply(200, parsed.body, parsed.raw)
         except TimeoutError:
@@ -289,6 +320,29 @@ async def _first_batch(resp: UpstreamResponse, decoder: StreamDecoder) -> Batch:
     return decoder.end()
 
 
+def _answer_text(body: dict[str, Any]) -> str:
+    """The text of a whole chat answer (content, tool arguments), for counting
+    tokens when the provider sent no usage."""
+    out: list[str] = []
+    choices = body.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            out.append(content)
+        elif isinstance(content, list):
+            out += [
+                p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+            ]
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                out.append(function["arguments"])
+    return "".join(out)
+
+
 class _Relay:
     """The rest of an upstream stream, batch by batch, after the first was handed over."""
 
@@ -301,9 +355,12 @@ class _Relay:
         secrets: tuple[str, ...],
         stats: TargetStats,
         clock: Callable[[], float],
+        prompt_tokens: Callable[[], int],
     ) -> None:
         self._ctx, self._resp, self._decoder, self._secrets = ctx, resp, decoder, secrets
         self._stats, self._clock = stats, clock
+        #: counts the prompt, for billing a stream that ends without usage
+        self._prompt_tokens = prompt_tokens
         self._first: Batch | None = first
         self._ended = False
         self.finished = False
@@ -351,7 +408,12 @@ class _Relay:
             return
         self._closed = True
         ctx = self._ctx
-        ctx.usage = self._decoder.state.usage
+        state = self._decoder.state
+        ctx.usage = state.usage
+        if state.usage is None and ctx.endpoint == "chat":
+            # cut short, the caller gone, or a server that sends no usage: count it
+            ctx.usage = Usage(self._prompt_tokens(), state.output_tokens)
+            ctx.usage_estimated = True
         ctx.upstream_s += self._wait
         ctx.attempts[-1].latency_s += self._wait
         self._stats.in_flight -= 1

@@ -56,8 +56,11 @@ class Reloader:
         metrics: Metrics,
         logger: Any,
         env: Mapping[str, str],
+        prepare: Callable[[LoadedConfig], None] = lambda loaded: None,
     ) -> None:
         self._path = path
+        #: slow set-up a config needs (e.g. a tokenizer), run in a thread before build
+        self._prepare = prepare
         self._holder = holder
         self._build = build
         self._metrics = metrics
@@ -101,6 +104,7 @@ class Reloader:
                 loaded.config.model_copy(update=kept), loaded.sha256, loaded.source
             )
         diff = config_diff(current.config, loaded.config)
+        await asyncio.to_thread(self._prepare, loaded)
         self._holder.swap(self._build(loaded))
         self._metrics.config_info.remove(current.loaded.sha256)
         self._metrics.config_info.labels(loaded.sha256).set(1)

@@ -17,17 +17,21 @@ from aigateway.keys import KeyIndex
 from aigateway.metrics import Metrics
 from aigateway.middleware.account import Account
 from aigateway.middleware.auth import Authenticate
+from aigateway.middleware.govern import Govern, Spawn
 from aigateway.middleware.observe import Observe
 from aigateway.middleware.parse import ParseBody
 from aigateway.middleware.route import ResolveRoute
 from aigateway.mock_transport import MockTransport
 from aigateway.observability import AccessLog
-from aigateway.pipeline import Handler, build_chain
+from aigateway.pipeline import Handler, Middleware, build_chain
+from aigateway.policy import compile_policies
 from aigateway.pricing import PriceBook
 from aigateway.providers.mock import MockEngine
 from aigateway.providers.openai import OpenAIAdapter
 from aigateway.proxy import ProviderHandle, Proxy
+from aigateway.quota import LimitStore
 from aigateway.routing import RoutingState
+from aigateway.tokens import Tokenizer
 from aigateway.upstream import Transport
 
 
@@ -53,6 +57,9 @@ def build_runtime(
     metrics: Metrics,
     access_log: AccessLog,
     routing: RoutingState,
+    store: LimitStore,
+    tokenizer: Tokenizer,
+    spawn: Spawn,
     on_unpriced: Callable[[str, str], None] = lambda provider, model: None,
 ) -> Runtime:
     config = loaded.config
@@ -63,16 +70,29 @@ def build_runtime(
         name: None if isinstance(p, MockProvider) else p.base_url
         for name, p in config.providers.items()
     }
-    chain = build_chain(
-        [
-            Observe(metrics, access_log),
-            Account(prices, base_urls),
-            Authenticate(keys),
-            ParseBody(),
-            ResolveRoute(config.models),
-        ],
-        Proxy(providers, routing, config.retry_policies),
-    )
+    account = Account(prices, base_urls)
+    middlewares: list[Middleware] = [
+        Observe(metrics, access_log),
+        account,
+        Authenticate(keys),
+        ParseBody(),
+        ResolveRoute(config.models),
+    ]
+    policies = compile_policies(config)
+    if policies:  # no limits anywhere: not even a dict lookup per request
+        middlewares.append(
+            Govern(
+                policies,
+                store,
+                tokenizer=tokenizer,
+                worst_price=account.worst_case,
+                cost=account.cost,
+                settings=config.governance,
+                metrics=metrics,
+                spawn=spawn,
+            )
+        )
+    chain = build_chain(middlewares, Proxy(providers, routing, config.retry_policies, tokenizer))
     return Runtime(
         loaded=loaded, keys=keys, providers=providers, handler=chain, created=int(time.time())
     )

@@ -32,6 +32,9 @@ async def serve(
         shutdown_timeout=grace_s,
         access_log=None,
         keepalive_timeout=keepalive_timeout_s,
+        # a caller that hangs up cancels its handler: the upstream call stops at
+        # once (no tokens generated for nobody) and the request is billed as cut
+        handler_cancellation=True,
     )
     await runner.setup()
     try:

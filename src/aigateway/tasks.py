@@ -13,12 +13,16 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+#: how long ``close()`` waits for tasks started with ``finish``
+FINISH_GRACE_S = 5.0
+
 
 class Tasks:
     def __init__(self, logger: Any) -> None:
         self._log = logger
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._finishing: set[asyncio.Task[Any]] = set()
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -28,6 +32,14 @@ class Tasks:
         task = asyncio.create_task(coro, name=name)  # noqa: TID251 - the one place
         self._tasks.add(task)
         task.add_done_callback(self._finished)
+        return task
+
+    def finish(self, name: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Like ``spawn``, for work that must not be lost (settling a budget): on
+        ``close()`` it gets up to ``FINISH_GRACE_S`` to complete before it is cancelled."""
+        task = self.spawn(name, coro)
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
         return task
 
     def supervise(
@@ -68,6 +80,8 @@ class Tasks:
             )
 
     async def close(self) -> None:
+        if self._finishing:
+            await asyncio.wait(list(self._finishing), timeout=FINISH_GRACE_S)
         self._closing = True
         tasks = list(self._tasks)
         for task in tasks:

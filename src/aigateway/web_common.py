@@ -15,9 +15,11 @@ from aigateway.config.load import LoadedConfig
 from aigateway.errors import GatewayError
 from aigateway.metrics import Metrics
 from aigateway.observability import AccessLog
+from aigateway.quota import LimitStore
 from aigateway.reload import Reloader
 from aigateway.runtime import RuntimeHolder
 from aigateway.tasks import Tasks
+from aigateway.tokens import Tokenizer
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -49,6 +51,9 @@ CONFIG_PATH = web.AppKey("config_path", str)
 RELOADER = web.AppKey("reloader", Reloader)
 TASKS = web.AppKey("tasks", Tasks)
 WATCH = web.AppKey("watch", bool)
+#: rate-limit and budget counters (memory or Redis); outlives reloads
+STORE = web.AppKey("store", LimitStore)
+TOKENIZER = web.AppKey("tokenizer", Tokenizer)
 #: time.monotonic() at start-up
 STARTED = web.AppKey("started", float)
 

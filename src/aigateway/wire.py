@@ -98,18 +98,26 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
 class Usage:
     """Token counts of one exchange, OpenAI semantics.
 
-    ``cached_tokens`` is part of ``prompt_tokens``; ``reasoning_tokens`` is part of
-    ``completion_tokens``.
+    ``cached_tokens`` (cache reads) and ``cache_write_tokens`` (Anthropic cache
+    creation) are parts of ``prompt_tokens``; ``reasoning_tokens`` is part of
+    ``completion_tokens``. The disjoint buckets prices apply to are
+    ``uncached_input_tokens``, ``cached_tokens``, ``cache_write_tokens`` and
+    ``completion_tokens`` (reasoning is billed as output).
     """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def uncached_input_tokens(self) -> int:
+        return max(0, self.prompt_tokens - self.cached_tokens - self.cache_write_tokens)
 
     @classmethod
     def from_openai(cls, usage: Any) -> Usage | None:

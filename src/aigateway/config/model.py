@@ -75,9 +75,27 @@ class AdminConfig(Strict):
     key_sha256: Sha256Hex
 
 
+class OnUnavailable(Strict):
+    """What to do while the shared state (Redis) cannot be reached."""
+
+    #: local: this replica counts alone; allow: not enforced; deny: 503
+    rate_limits: Literal["local", "allow", "deny"] = "local"
+    #: deny: 503 (fail closed); allow: served unchecked
+    budgets: Literal["deny", "allow"] = "deny"
+
+
 class StateConfig(Strict):
+    """Where rate-limit and budget counters live. Static: a change needs a restart."""
+
     backend: Literal["memory", "redis"] = "memory"
     url: SecretStr | None = None
+    #: Redis keys are "{<prefix>}:..." (one hash tag: one Cluster slot)
+    key_prefix: Name = "aigateway"
+    #: bound on every Redis call, connecting included
+    timeout_s: Annotated[float, Field(gt=0, le=30)] = 0.5
+    #: Redis connections per replica; a burst beyond waits for one (up to 10 x timeout_s)
+    pool_size: Annotated[int, Field(ge=1, le=1000)] = 64
+    on_unavailable: OnUnavailable = OnUnavailable()
 
     @model_validator(mode="after")
     def _url_for_redis(self) -> StateConfig:
@@ -224,6 +242,18 @@ class Budget(Strict):
         return self
 
 
+class Governance(Strict):
+    """How budgets and token limits reserve before a request is sent."""
+
+    #: max_tokens the gateway sets upstream when a budget applies and neither the
+    #: caller nor the target (targets[].max_tokens) set one; lowered to what the
+    #: remaining budget can pay for
+    default_max_tokens: PositiveInt = 4096
+    #: a reservation (or concurrency slot) not settled by then is given back;
+    #: longer than any request may take
+    lease_s: Annotated[float, Field(gt=0)] = 3600.0
+
+
 class Project(Strict):
     #: route names this project may use; unset = all
     models: list[RouteName] | None = None
@@ -241,6 +271,9 @@ class Key(Strict):
     #: narrows the project's allow-list further; unset = the project's
     models: list[RouteName] | None = None
     rate_limits: RateLimits | None = None
+    #: limits of this key on one route, on top of its own and its project's
+    route_rate_limits: dict[RouteName, RateLimits] = {}
+    budgets: list[Budget] = []
     expires_at: AwareDatetime | None = None
     disabled: bool = False
     labels: dict[LabelKey, Label] = {}
@@ -254,6 +287,7 @@ class GatewayConfig(Strict):
     server: ServerConfig = ServerConfig()
     admin: AdminConfig | None = None
     state: StateConfig = StateConfig()
+    governance: Governance = Governance()
     prompt_log: PromptLogConfig | None = None
     providers: Annotated[dict[Name, ProviderConfig], Field(min_length=1)]
     retry_policies: dict[Name, RetryPolicy] = {}
@@ -296,6 +330,7 @@ class GatewayConfig(Strict):
                 out.append((("models", route_name, "targets"), "all weights are 0"))
         for project_name, project in self.projects.items():
             out += self._check_models(("projects", project_name, "models"), project.models)
+            out += _duplicate_windows(("projects", project_name, "budgets"), project.budgets)
             for provider in project.provider_keys:
                 if provider not in self.providers:
                     out.append(
@@ -315,6 +350,8 @@ class GatewayConfig(Strict):
                     )
                 )
             out += self._check_models(("keys", i, "models"), key.models)
+            out += self._check_models(("keys", i, "route_rate_limits"), list(key.route_rate_limits))
+            out += _duplicate_windows(("keys", i, "budgets"), key.budgets)
             if key.id in seen_ids:
                 out.append((("keys", i, "id"), f"duplicate key id (also keys[{seen_ids[key.id]}])"))
             seen_ids.setdefault(key.id, i)
@@ -334,6 +371,23 @@ class GatewayConfig(Strict):
             for j, name in enumerate(names or ())
             if name not in self.models
         ]
+
+
+def _duplicate_windows(path: Path, budgets: list[Budget]) -> list[tuple[Path, str]]:
+    """One budget per window: two would share (and double-count) one counter."""
+    out: list[tuple[Path, str]] = []
+    seen: dict[str, int] = {}
+    for j, budget in enumerate(budgets):
+        if budget.window in seen:
+            out.append(
+                (
+                    (*path, j, "window"),
+                    f"a second '{budget.window}' budget (also [{seen[budget.window]}]): "
+                    "put usd and tokens in one entry",
+                )
+            )
+        seen.setdefault(budget.window, j)
+    return out
 
 
 def _suggest(name: str, known: object) -> str:

@@ -35,12 +35,19 @@ class Account:
         model = ctx.served_model or ctx.attempts[-1].model
         return self._prices.cost(provider, self._base_urls.get(provider), model, usage)
 
+    def worst_case(self, provider: str, model: str) -> tuple[Decimal, Decimal] | None:
+        """The most an input and an output token of this model can cost (USD/Mtok)."""
+        rates = self._prices.rates(provider, self._base_urls.get(provider), model)
+        return None if rates is None else rates.worst_case()
+
     async def __call__(self, ctx: RequestContext, call_next: Handler) -> Reply:
         reply = await call_next(ctx)
         if isinstance(reply, StreamReply):
             _stream_hooks(self, ctx, reply)
             return reply
-        cost = ctx.cost_usd = self.cost(ctx, ctx.usage)
+        cost = ctx.cost_usd
+        if cost is None:  # (limits and budgets, inside, may have priced it already)
+            cost = ctx.cost_usd = self.cost(ctx, ctx.usage)
         if cost is None:
             return reply
         ctx.response_headers["x-aigateway-cost-usd"] = usd(cost)

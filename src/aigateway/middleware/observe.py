@@ -65,6 +65,8 @@ class Observe:
                 tokens.inc((project, route, provider, "cached"), usage.cached_tokens)
             if usage.reasoning_tokens:
                 tokens.inc((project, route, provider, "reasoning"), usage.reasoning_tokens)
+        if ctx.usage_estimated and ctx.target is not None:
+            m.estimated_usage.inc((ctx.target.provider,))
         if ctx.cost_usd is not None:
             m.cost.inc((project, route, provider), float(ctx.cost_usd))
         elif usage is not None and ctx.target is not None:
@@ -90,6 +92,9 @@ class Observe:
                 "ttfb_ms": None if ctx.first_byte_s is None else round(ctx.first_byte_s * 1000, 2),
                 "prompt_tokens": usage.prompt_tokens if usage else None,
                 "completion_tokens": usage.completion_tokens if usage else None,
+                "usage_source": None
+                if usage is None
+                else ("estimated" if ctx.usage_estimated else "provider"),
                 "cost_usd": None if ctx.cost_usd is None else float(ctx.cost_usd),
             }
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -115,12 +115,26 @@ def text_length(raw: bytes) -> int:
     return sum(len(m) for m in _TEXT.findall(raw))
 
 
+def output_text(raw: bytes) -> str:
+    """The output text (content, tool arguments) of OpenAI chunk JSON, unescaped."""
+    out = []
+    for m in _TEXT.findall(raw):
+        try:
+            out.append(json.loads(b'"' + m + b'"'))
+        except ValueError:
+            out.append(m.decode("utf-8", "replace"))
+    return "".join(out)
+
+
 @dataclass(slots=True)
 class StreamState:
     usage: Usage | None = None
     served_model: str | None = None
     finished: bool = False
+    #: counts tokens of output text (the gateway's tokenizer); None: chars / 4
+    counter: Callable[[str], int] | None = None
     _chars: int = 0
+    _tokens: int = 0
     _unmeasured: list[bytes] = field(default_factory=list)
     _unmeasured_bytes: int = 0
 
@@ -138,9 +152,18 @@ class StreamState:
         self._measure()
         return self._chars
 
+    @property
+    def output_tokens(self) -> int:
+        """Output tokens produced so far, counted locally."""
+        self._measure()
+        return self._tokens if self.counter is not None else -(-self._chars // 4)
+
     def _measure(self) -> None:
         if self._unmeasured:
-            self._chars += text_length(b"".join(self._unmeasured))
+            raw = b"".join(self._unmeasured)
+            self._chars += text_length(raw)
+            if self.counter is not None:
+                self._tokens += self.counter(output_text(raw))
             self._unmeasured.clear()
             self._unmeasured_bytes = 0
 

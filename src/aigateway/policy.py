@@ -1,0 +1,195 @@
+"""Which limits apply to a key, compiled once per config, and the plan for one request.
+
+A key is limited by its own ``rate_limits``/``budgets``, its project's, and its
+``route_rate_limits`` for the route asked for. Counter names are built from the
+names in the config (scope, window), never from the limit's size, so changing
+a limit in a reload keeps what was counted; renaming a key or project starts
+from zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from aigateway import limits
+from aigateway.config.model import Budget, GatewayConfig, RateLimits
+from aigateway.quota import Admission, Plan, QuotaCheck, RateCheck, RateStatus, SlotCheck
+from aigateway.tokens import encoding_name
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetRule:
+    window: str
+    #: counter name without the window id: "q:<scope>:<window>"
+    base: str
+    usd_nano: int | None
+    tokens: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """One set of limits, compiled: the constant checks are built once."""
+
+    #: "k:<key id>", "p:<project>" or "r:<key id>:<route>"
+    name: str
+    budgets: tuple[BudgetRule, ...] = ()
+    #: rpm: the same check for every request
+    rpm: RateCheck | None = None
+    tpm: int | None = None
+    slot: SlotCheck | None = None
+
+    @classmethod
+    def of(cls, name: str, rate_limits: RateLimits | None, budgets: Sequence[Budget]) -> Scope:
+        rl = rate_limits or RateLimits()
+        return cls(
+            name,
+            tuple(
+                BudgetRule(
+                    b.window,
+                    f"q:{name}:{b.window}",
+                    limits.to_nano(b.usd) if b.usd is not None else None,
+                    b.tokens,
+                )
+                for b in budgets
+            ),
+            RateCheck(f"rpm:{name}", rl.rpm, 1, 0, "requests") if rl.rpm is not None else None,
+            rl.tpm,
+            SlotCheck(f"conc:{name}", rl.concurrency) if rl.concurrency is not None else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    scopes: tuple[Scope, ...]
+    #: route name → the key's limits on that route
+    routes: Mapping[str, Scope]
+
+    def scopes_for(self, route: str | None) -> tuple[Scope, ...]:
+        extra = self.routes.get(route) if route is not None else None
+        return self.scopes if extra is None else (*self.scopes, extra)
+
+    def counts_tokens(self, route: str | None) -> bool:
+        return any(s.budgets or s.tpm for s in self.scopes_for(route))
+
+
+def compile_policies(config: GatewayConfig) -> dict[str, Policy]:
+    """Key id → its policy; keys with no limit at all are absent (no work per request)."""
+    out: dict[str, Policy] = {}
+    for key in config.keys:
+        project = config.projects.get(key.project)
+        scopes = []
+        if key.rate_limits is not None or key.budgets:
+            scopes.append(Scope.of(f"k:{key.id}", key.rate_limits, key.budgets))
+        if project is not None and (project.rate_limits is not None or project.budgets):
+            scopes.append(Scope.of(f"p:{key.project}", project.rate_limits, project.budgets))
+        routes = {
+            route: Scope.of(f"r:{key.id}:{route}", limits_, ())
+            for route, limits_ in key.route_rate_limits.items()
+        }
+        if scopes or routes:
+            out[key.id] = Policy(tuple(scopes), routes)
+    return out
+
+
+def token_needs(config: GatewayConfig) -> set[str]:
+    """The tokenizer vocabularies this config's limits will count with."""
+    policies = compile_policies(config).values()
+    routes = {name for p in policies for name in config.models if p.counts_tokens(name)}
+    models = [t.model for name in routes for t in config.models[name].targets if t.model != "*"]
+    return {encoding_name(m) for m in models} | ({"o200k_base"} if routes else set())
+
+
+@dataclass(frozen=True, slots=True)
+class Prices:
+    """Worst-case nano-USD per token over a route's targets (0: unpriced or free)."""
+
+    input: int
+    output: int
+
+
+class Windows:
+    """The current budget window of each kind, recomputed only when one ends."""
+
+    def __init__(self) -> None:
+        self._current: dict[str, limits.Window] = {}
+
+    def get(self, kind: str, now: float) -> limits.Window:
+        window = self._current.get(kind)
+        if window is None or (window.ends is not None and now >= window.ends):
+            window = self._current[kind] = limits.budget_window(kind, now)
+        return window
+
+
+def build_plan(
+    request_id: str,
+    scopes: Sequence[Scope],
+    *,
+    prompt_tokens: int,
+    min_units: int,
+    max_units: int,
+    prices: Prices,
+    lease_s: float,
+    windows: Windows,
+    now: float,
+) -> Plan:
+    quotas: list[QuotaCheck] = []
+    rates: list[RateCheck] = []
+    slots: list[SlotCheck] = []
+    for scope in scopes:
+        for rule in scope.budgets:
+            window = windows.get(rule.window, now)
+            base = f"{rule.base}:{window.id}"
+            if rule.usd_nano is not None:
+                fixed = prompt_tokens * prices.input
+                quotas.append(
+                    QuotaCheck(
+                        base + ":usd", rule.usd_nano, fixed, prices.output, "usd", window.ends
+                    )
+                )
+            if rule.tokens is not None:
+                quotas.append(
+                    QuotaCheck(
+                        base + ":tokens", rule.tokens, prompt_tokens, 1, "tokens", window.ends
+                    )
+                )
+        if scope.rpm is not None:
+            rates.append(scope.rpm)
+        if scope.tpm is not None:
+            rates.append(RateCheck(f"tpm:{scope.name}", scope.tpm, prompt_tokens, 1, "tokens"))
+        if scope.slot is not None:
+            slots.append(scope.slot)
+    return Plan(
+        request_id,
+        tuple(quotas),
+        tuple(rates),
+        tuple(slots),
+        min_units=min_units,
+        max_units=max_units,
+        lease_s=lease_s,
+    )
+
+
+def rate_headers(statuses: Sequence[RateStatus]) -> dict[str, str]:
+    """OpenAI's ``x-ratelimit-*`` headers from the tightest limit of each kind."""
+    out: dict[str, str] = {}
+    for kind in ("requests", "tokens"):
+        mine = [s for s in statuses if s.kind == kind]
+        if not mine:
+            continue
+        tight = min(mine, key=lambda s: (s.remaining / s.limit, s.remaining))
+        out[f"x-ratelimit-limit-{kind}"] = str(tight.limit)
+        out[f"x-ratelimit-remaining-{kind}"] = str(tight.remaining)
+        out[f"x-ratelimit-reset-{kind}"] = limits.duration(tight.reset_s)
+    return out
+
+
+def budget_left_usd(plan: Plan, admission: Admission, used: Sequence[int]) -> Decimal | None:
+    """The tightest USD budget's remaining money, given what this request used of each."""
+    left = [
+        free - spent
+        for check, free, spent in zip(plan.quotas, admission.free, used, strict=True)
+        if check.unit == "usd"
+    ]
+    return limits.from_nano(max(0, min(left))) if left else None
