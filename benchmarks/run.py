@@ -37,8 +37,10 @@ KEY = "aig-bench-key-000000000000000000"
 GOV_KEY = "aig-bench-governed-0000000000000"
 CONNECTIONS = (1, 32, 256)
 #: failover: the route's primary always answers 503, its fallback is healthy;
-#: governed: the JSON route for a key with rate limits and budgets
-KINDS = ("json", "sse", "failover", "governed")
+#: governed: the JSON route for a key with rate limits and budgets;
+#: logged: the JSON route on a second gateway that writes the prompt log
+#: (durability strict, bodies redacted): every answer waits for its commit
+KINDS = ("json", "sse", "failover", "governed", "logged")
 
 
 def free_port() -> int:
@@ -257,17 +259,25 @@ def main() -> int:
             return 2
     conns = [int(c) for c in args.connections.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="aigw-bench-"))
-    up_port, base_port, gw_port = free_port(), free_port(), free_port()
+    up_port, base_port, gw_port, log_port = free_port(), free_port(), free_port(), free_port()
     upstream = f"http://127.0.0.1:{up_port}"
     (tmp / "nginx.conf").write_text(nginx_conf(up_port, tmp))
     (tmp / "gateway.yaml").write_text(gateway_conf(upstream))
+    (tmp / "logged.yaml").write_text(
+        gateway_conf(upstream).replace(
+            "providers:",
+            f'prompt_log: {{path: "{tmp}/prompts.sqlite", mode: full, durability: strict}}\n'
+            "providers:",
+            1,
+        )
+    )
     bodies = {}
     for kind in KINDS:
         bodies[kind] = tmp / f"body-{kind}.json"
         bodies[kind].write_text(
             json.dumps(
                 {
-                    "model": "bench-json" if kind == "governed" else f"bench-{kind}",
+                    "model": "bench-json" if kind in ("governed", "logged") else f"bench-{kind}",
                     "stream": kind == "sse",
                     "messages": [
                         {"role": "system", "content": "You are terse."},
@@ -294,41 +304,34 @@ def main() -> int:
             base_port,
             tmp / "baseline.log",
         )
-        gateway = Proc(
-            [
-                sys.executable,
-                "-m",
-                "aigateway",
-                "serve",
-                "--config",
-                str(tmp / "gateway.yaml"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(gw_port),
-            ],
-            gw_port,
-            tmp / "gateway.log",
-        )
+
+        def serve(config: str, port: int) -> Proc:
+            args = ["serve", "--config", str(tmp / config), "--host", "127.0.0.1"]
+            command = [sys.executable, "-m", "aigateway", *args, "--port", str(port)]
+            return Proc(command, port, tmp / f"{config}.log")
+
+        gateway = serve("gateway.yaml", gw_port)
+        logged = serve("logged.yaml", log_port)
         try:
             for rnd in range(args.rounds):
                 for kind in KINDS:
                     for c in conns:
                         for target in ("direct", "baseline", "gateway"):
-                            # failover, governed: direct and baseline show the JSON path
-                            path = "json" if kind in ("failover", "governed") else kind
+                            # failover, governed, logged: direct and baseline show the JSON path
+                            path = "json" if kind in ("failover", "governed", "logged") else kind
+                            port = log_port if kind == "logged" else gw_port
                             auth = GOV_KEY if kind == "governed" else KEY
                             url = {
                                 "direct": f"{upstream}/{path}/v1/chat/completions",
                                 "baseline": f"http://127.0.0.1:{base_port}/{path}"
                                 "/v1/chat/completions",
-                                "gateway": f"http://127.0.0.1:{gw_port}/v1/chat/completions",
+                                "gateway": f"http://127.0.0.1:{port}/v1/chat/completions",
                             }[target]
                             wrk(url, bodies[kind], c, 1.0, auth)  # warm-up
                             r = wrk(url, bodies[kind], c, args.duration, auth)
                             r.target, r.kind = target, kind
                             results.append(r)
-                            if target == "gateway":
+                            if target == "gateway" and kind != "logged":
                                 rss_now.append(rss_mib(gateway.p.pid, "VmRSS"))
                             print(
                                 f"round {rnd + 1} {kind:4} c={c:<3} {target:8} "
@@ -339,6 +342,7 @@ def main() -> int:
         finally:
             rss["baseline"] = baseline.stop()
             rss["gateway"] = gateway.stop()
+            logged.stop()
     finally:
         nginx.send_signal(signal.SIGQUIT)
         nginx.wait(timeout=10)
@@ -413,6 +417,13 @@ def report(results: list[Result], conns: list[int], rss: dict[str, float]) -> No
             "\ngovernance chain (limits + budgets, memory state) vs the plain JSON path: "
             + "; ".join(parts)
         )
+    if any(r.kind == "logged" for r in results):
+        parts = []
+        for c in conns:
+            ratio = med("gateway", "logged", c, "rps") / med("gateway", "json", c, "rps")
+            added = med("gateway", "logged", c, "p50_ms") - med("gateway", "json", c, "p50_ms")
+            parts.append(f"c={c} {ratio:.2f}x rps, {added:+.2f} ms p50")
+        print("prompt log (strict, full bodies) vs the plain JSON path: " + "; ".join(parts))
     failed = sum(r.failed for r in results if r.kind != "failover")
     print(
         f"\npeak RSS: baseline {rss['baseline']:.1f} MiB, gateway {rss['gateway']:.1f} MiB; "

@@ -13,7 +13,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from aigateway import logread
 from aigateway.keys import digest
+from aigateway.promptlog import log_files
 from tests.conftest import PROVIDER_SECRET, GatewayFactory, free_port
 from tests.procs import serve, stop, wait_ready
 
@@ -83,7 +85,12 @@ CONFIG = textwrap.dedent(f"""\
 @pytest.mark.slow
 async def test_sigterm_lets_fifty_open_streams_finish(tmp_path: Path) -> None:
     path = tmp_path / "gateway.yaml"
-    path.write_text(CONFIG.replace("REPLY", " ".join(f"w{i}" for i in range(40))))
+    log_path = tmp_path / "prompts.sqlite"
+    path.write_text(
+        CONFIG.replace("REPLY", " ".join(f"w{i}" for i in range(40))).replace(
+            "providers:", f'prompt_log: {{path: "{log_path}"}}\nproviders:'
+        )
+    )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = serve(path, port)
@@ -119,6 +126,10 @@ async def test_sigterm_lets_fifty_open_streams_finish(tmp_path: Path) -> None:
                     pass
         assert all(b.endswith("data: [DONE]\n\n") for b in bodies)
         assert proc.wait(timeout=15) == 0
+        # the prompt log was flushed: a row for each of the 50, and the chain is whole
+        rows = list(logread.rows(log_files(log_path)))
+        assert len(rows) == 50 and {r["status"] for r in rows} == {200}
+        assert logread.verify(log_files(log_path)).ok
     finally:
         out = stop(proc)
     lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
@@ -158,3 +169,57 @@ async def test_sighup_reloads(tmp_path: Path) -> None:
     reloaded = [json.loads(x) for x in out.splitlines() if '"config reloaded"' in x]
     assert reloaded[0]["trigger"] == "sighup"
     assert reloaded[0]["diff"]["models"] == {"added": ["renamed"], "removed": ["fast"]}
+
+
+@pytest.mark.slow
+async def test_sigkill_under_load_loses_no_row_of_a_delivered_response(tmp_path: Path) -> None:
+    """Durability strict: a response's last byte leaves only after its row is committed,
+    so whatever a client received in full is in the log, even after kill -9."""
+    path = tmp_path / "gateway.yaml"
+    log_path = tmp_path / "prompts.sqlite"
+    path.write_text(
+        CONFIG.replace("REPLY", "ok").replace(
+            "providers:", f'prompt_log: {{path: "{log_path}", durability: strict}}\nproviders:'
+        )
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = serve(path, port)
+    delivered: list[str] = []
+    try:
+        await wait_ready(url, proc)
+
+        async def client(s: aiohttp.ClientSession, stream: bool) -> None:
+            for _ in range(200):  # bounded: the kill ends it much sooner
+                try:
+                    async with s.post(
+                        url + "/v1/chat/completions",
+                        json={
+                            "model": "fast",
+                            "stream": stream,
+                            "messages": [{"role": "user", "content": "hi"}],
+                        },
+                        headers={"Authorization": "Bearer aig-shutdown-key-0123"},
+                    ) as r:
+                        body = await r.read()
+                        complete = (
+                            body.endswith(b"data: [DONE]\n\n")
+                            if stream
+                            else (r.status == 200 and body.endswith(b"}"))
+                        )
+                        if complete:
+                            delivered.append(r.headers["x-request-id"])
+                except aiohttp.ClientError:
+                    return
+
+        async with aiohttp.ClientSession() as s:
+            clients = [asyncio.ensure_future(client(s, i % 2 == 0)) for i in range(16)]
+            deadline = time.monotonic() + 20
+            while len(delivered) < 150 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            proc.kill()  # SIGKILL: no shutdown, no flush
+            await asyncio.wait_for(asyncio.gather(*clients), 30)
+    finally:
+        stop(proc)
+    logged = {r["request_id"] for r in logread.rows(log_files(log_path))}
+    assert delivered and set(delivered) <= logged

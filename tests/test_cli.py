@@ -83,7 +83,7 @@ def wait_ready(url: str, proc: subprocess.Popen[str], timeout: float = 20) -> No
 
 
 @pytest.mark.slow
-def test_serve_the_example_config_offline() -> None:
+def test_serve_the_example_config_offline(tmp_path: Path) -> None:
     """The README's first command: serve gateway.yaml.example, then use it."""
     port = free_port()
     proc = subprocess.Popen(
@@ -102,6 +102,7 @@ def test_serve_the_example_config_offline() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        cwd=tmp_path,  # the example's prompt log goes to ./data/prompts.sqlite
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -131,6 +132,16 @@ def test_serve_the_example_config_offline() -> None:
             proc.kill()
             out, _ = proc.communicate(timeout=10)
     assert proc.returncode == 0, out
+    # the request is in the prompt log, which the CLI reads
+    stats = subprocess.run(
+        [sys.executable, "-m", "aigateway", "log", "stats", "--json", "--config", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(stats.stdout)["total"]["requests"] == 1
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     access = [line for line in lines if line.get("event") == "request"]
     assert len(access) == 1

@@ -37,6 +37,11 @@ LAYERS: dict[str, int] = {
     "state_memory": 3,
     "state_redis": 3,
     "state_fallback": 3,
+    "redact": 1,
+    "ledger": 1,
+    "promptlog": 3,
+    "logread": 3,
+    "rebuild": 3,
     "providers": 1,
     "pipeline": 2,
     "observability": 2,
@@ -53,6 +58,7 @@ LAYERS: dict[str, int] = {
     "web_common": 5,
     "serve": 5,
     "cli": 6,
+    "cli_log": 6,
     "__main__": 6,
 }
 

@@ -90,6 +90,7 @@ def test_budget_windows_are_utc_calendar(kind: str, now: str, window_id: str, en
     window = limits.budget_window(kind, ts(now))
     assert window.id == window_id
     assert window.ends == ts(ends)
+    assert window.starts <= ts(now) < window.ends
 
 
 def test_total_window_never_ends() -> None:

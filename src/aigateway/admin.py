@@ -1,4 +1,5 @@
-"""The admin API: reload, the effective config (secrets redacted), health details.
+"""The admin API: reload, the effective config (secrets redacted), health details,
+usage summaries from the prompt log.
 
 Off unless ``admin.key_sha256`` is set (then ``/admin/*`` answers 404 like any
 unknown path). The admin key is compared by digest, in constant time.
@@ -6,18 +7,21 @@ unknown path). The admin key is compared by digest, in constant time.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from typing import Any
 
 from aiohttp import web
 
-from aigateway import __version__
-from aigateway.errors import AuthenticationFailed, GatewayError, NotFound
+from aigateway import __version__, logread
+from aigateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, NotFound
 from aigateway.keys import digest, key_from_headers
+from aigateway.promptlog import log_files
 from aigateway.web_common import (
     HOLDER,
     METRICS,
+    PROMPT_LOG,
     READY,
     RELOADER,
     REQUEST_IDS,
@@ -83,5 +87,39 @@ async def health(request: web.Request) -> web.StreamResponse:
             "in_flight_requests": request.app[METRICS].in_flight.value,
             "last_reload": last.as_dict() if last is not None else None,
         }
+
+    return await _guarded(request, run)
+
+
+async def usage(request: web.Request) -> web.StreamResponse:
+    """``aigateway log stats`` as JSON: ``?since=24h&until=...&by=project&series=day``."""
+
+    async def run(request: web.Request) -> dict[str, Any]:
+        log = request.app.get(PROMPT_LOG)
+        if log is None:
+            raise NotFound("No prompt_log is configured: there is no usage to summarise.")
+        q = request.query
+        by = q.getall("by", []) or list(logread.DIMENSIONS)
+        series = q.get("series")
+        if series not in (None, "day", "hour"):
+            raise InvalidRequest("series must be 'day' or 'hour'", param="series")
+        for dim in by:
+            if dim not in logread.DIMENSIONS and not dim.startswith("label:"):
+                raise InvalidRequest(f"unknown breakdown {dim[:100]!r}", param="by")
+        try:
+            now = time.time()
+            since = logread.parse_when(q.get("since"), now)
+            until = logread.parse_when(q.get("until"), now)
+        except ValueError:
+            raise InvalidRequest(
+                "since/until: an ISO time or a duration such as 24h", param="since"
+            ) from None
+        files = log_files(log.path)
+
+        def summarise() -> dict[str, Any]:
+            rows = logread.rows(files, since=since, until=until)
+            return logread.stats(rows, by=by, series=series)
+
+        return await asyncio.to_thread(summarise)  # reading a big log is not for the loop
 
     return await _guarded(request, run)

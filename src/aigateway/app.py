@@ -36,10 +36,13 @@ from aigateway.metrics import Metrics
 from aigateway.observability import AccessLog, LineSink, get_logger
 from aigateway.pipeline import CLIENT_CLOSED, Endpoint, JsonReply, RequestContext, StreamReply
 from aigateway.policy import token_needs
+from aigateway.promptlog import PromptLog, log_files
+from aigateway.rebuild import spend_to_restore
 from aigateway.reload import Reloader
 from aigateway.routing import RoutingState
 from aigateway.runtime import Runtime, RuntimeHolder, build_runtime
 from aigateway.state_fallback import open_store
+from aigateway.state_memory import MemoryStore
 from aigateway.tasks import Tasks
 from aigateway.tokens import Tokenizer
 from aigateway.upstream import HttpTransport, new_session
@@ -49,6 +52,7 @@ from aigateway.web_common import (
     HOLDER,
     LOADED,
     METRICS,
+    PROMPT_LOG,
     READY,
     RELOADER,
     REQUEST_IDS,
@@ -134,12 +138,12 @@ async def _stream(
     resp = _SSEResponse(status=200, headers=headers)
     stream = reply.stream
     on_batch = reply.on_batch
-    status: int = CLIENT_CLOSED
-    error: str | None = "ClientClosed"
+    ended = False
     try:
         await resp.prepare(request)
         tail = _DONE
-        outcome: tuple[int, str | None] = (200, None)
+        status: int = 200
+        error: str | None = None
         try:
             while (batch := await stream.next()) is not None:
                 for hook in on_batch:
@@ -151,15 +155,23 @@ async def _stream(
         except GatewayError as exc:
             # Bytes already reached the caller: no retry, no [DONE]; say what broke.
             tail = b"data: " + dumps(exc.openai_body()) + b"\n\n"
-            outcome = (exc.status, exc.error_class)
+            status, error = exc.status, exc.error_class
+        # The exchange is over: account for it (and commit its log row) before the
+        # caller gets the last bytes.
+        await stream.aclose()
+        ended = True
+        for end in reply.on_end:
+            end(status, error)
+        for wait in reply.before_tail:
+            await wait()
         await resp.write_eof(tail)
-        status, error = outcome
     except ConnectionError:
         pass  # the caller went away: billed and logged as such below
     finally:
-        await stream.aclose()
-        for end in reply.on_end:
-            end(status, error)
+        if not ended:
+            await stream.aclose()
+            for end in reply.on_end:
+                end(CLIENT_CLOSED, "ClientClosed")
     return resp
 
 
@@ -291,6 +303,18 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             tokenizer.load(token_needs(loaded.config))
 
         await asyncio.to_thread(prepare, loaded)
+        prompt_log = None
+        if loaded.config.prompt_log is not None:
+            prompt_log = app[PROMPT_LOG] = PromptLog(loaded.config.prompt_log, metrics)
+            await prompt_log.open(tasks.spawn)
+            if isinstance(store, MemoryStore):
+                # spend in memory died with the last process; the log did not
+                files = log_files(prompt_log.path)
+                now = time.time()
+                for counter, amount, ends in await asyncio.to_thread(
+                    spend_to_restore, loaded.config, files, now
+                ):
+                    store.add_spent(counter, amount, ends, now)
 
         def unpriced(provider: str, model: str) -> None:
             log.warning(
@@ -310,6 +334,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
                 store=store,
                 tokenizer=tokenizer,
                 spawn=tasks.finish,
+                prompt_log=prompt_log,
                 on_unpriced=unpriced,
             )
 
@@ -342,6 +367,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     finally:
         app[READY]["ready"] = False
         stop_watching.set()
+        if PROMPT_LOG in app:
+            await app[PROMPT_LOG].close()  # every row queued is written first
         await tasks.close()
         if STORE in app:
             await app[STORE].close()
@@ -392,6 +419,7 @@ def create_app(
         ("POST", "/admin/reload", admin.reload),
         ("GET", "/admin/config", admin.effective_config),
         ("GET", "/admin/health", admin.health),
+        ("GET", "/admin/usage", admin.usage),
         ("GET", "/healthz", healthz),
         ("GET", "/readyz", readyz),
         ("GET", "/metrics", metrics_endpoint),

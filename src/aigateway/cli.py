@@ -1,4 +1,4 @@
-"""The ``aigateway`` command: serve, check, keys new, version."""
+"""The ``aigateway`` command: serve, check, keys new, models, log, version."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 
-from aigateway import __version__
+from aigateway import __version__, cli_log
 from aigateway.config.load import LoadedConfig, load_config
 from aigateway.config.model import compile_name_pattern
 from aigateway.config.support import unenforced
@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     models.add_argument("--config", "-c", default="gateway.yaml", help="path to gateway.yaml")
     models.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     models.set_defaults(func=_models)
+
+    cli_log.add_parser(sub)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda _args: print(f"aigateway {__version__}") or 0)

@@ -91,21 +91,27 @@ class Window:
     id: str
     #: unix seconds when it ends; None for ``total``
     ends: float | None
+    #: unix seconds when it began (0 for ``total``)
+    starts: float = 0.0
 
 
 def budget_window(kind: str, now: float) -> Window:
     at = datetime.fromtimestamp(now, UTC)
     day = at.replace(hour=0, minute=0, second=0, microsecond=0)
     if kind == "day":
-        return Window(day.strftime("%Y-%m-%d"), (day + timedelta(days=1)).timestamp())
+        return Window(
+            day.strftime("%Y-%m-%d"), (day + timedelta(days=1)).timestamp(), day.timestamp()
+        )
     if kind == "week":
         start = day - timedelta(days=day.weekday())
         year, week, _ = start.isocalendar()
-        return Window(f"{year}-W{week:02d}", (start + timedelta(days=7)).timestamp())
+        return Window(
+            f"{year}-W{week:02d}", (start + timedelta(days=7)).timestamp(), start.timestamp()
+        )
     if kind == "month":
         start = day.replace(day=1)
         nxt = (start + timedelta(days=32)).replace(day=1)
-        return Window(start.strftime("%Y-%m"), nxt.timestamp())
+        return Window(start.strftime("%Y-%m"), nxt.timestamp(), start.timestamp())
     if kind == "total":
         return Window("total", None)
     raise ValueError(f"unknown budget window {kind!r}")

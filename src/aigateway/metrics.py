@@ -142,6 +142,22 @@ class Metrics:
             "Failed calls to the shared state (Redis) by operation, and what was done instead.",
             ["operation", "fallback"],
         )
+        self.prompt_log_rows = LoopCounter(
+            "aigateway_prompt_log_rows", "Rows committed to the prompt log.", []
+        )
+        self.prompt_log_dropped = LoopCounter(
+            "aigateway_prompt_log_dropped",
+            "Prompt-log rows never written, by reason (queue_full, write_failed, closed).",
+            ["reason"],
+        )
+        self.prompt_log_errors = LoopCounter(
+            "aigateway_prompt_log_write_errors",
+            "Failed prompt-log commits (rows are kept and retried), by error.",
+            ["error"],
+        )
+        self.prompt_log_queue = LoopGauge(
+            "aigateway_prompt_log_queue_rows", "Prompt-log rows waiting to be committed."
+        )
         self.estimated_usage = LoopCounter(
             "aigateway_estimated_usage_requests",
             "Requests billed from a local token count because the provider sent no usage.",
@@ -161,6 +177,10 @@ class Metrics:
             self.limited,
             self.state_errors,
             self.estimated_usage,
+            self.prompt_log_rows,
+            self.prompt_log_dropped,
+            self.prompt_log_errors,
+            self.prompt_log_queue,
         )
         self.registry.register(self)
         self.config_info = Gauge(

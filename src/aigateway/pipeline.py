@@ -93,14 +93,17 @@ class StreamReply:
     Middlewares that must see a stream do not wrap it (a layer per chunk); they
     register hooks the handler calls: ``on_batch`` for every batch before it is
     written, ``on_end(status, error_class)`` once, after the stream is closed,
-    in the order registered (inner middlewares first). ``status`` is 200 for a
-    stream delivered whole, the error's status for a stream that broke, and 499
-    when the caller went away.
+    in the order registered (inner middlewares first), before the last bytes are
+    written (then ``before_tail``). ``status`` is 200 for a stream delivered whole,
+    the error's status for a stream that broke, and 499 when the caller went away.
     """
 
     stream: BatchStream
     on_batch: list[Callable[[Batch], None]] = field(default_factory=list)
     on_end: list[Callable[[int, str | None], None]] = field(default_factory=list)
+    #: awaited after ``on_end`` and before the stream's last bytes are written
+    #: (the prompt log's commit, with durability strict); not when the caller left
+    before_tail: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 class BatchStream(Protocol):

@@ -99,7 +99,17 @@ class Reloader:
             return ReloadResult(True, False, trigger, loaded.sha256)
         restart = static_changes(current.config, loaded.config)
         if restart:
-            kept = {"server": current.config.server, "state": current.config.state}
+            kept: dict[str, Any] = {
+                "server": current.config.server,
+                "state": current.config.state,
+            }
+            old_log, new_log = current.config.prompt_log, loaded.config.prompt_log
+            if old_log is None or new_log is None:
+                kept["prompt_log"] = old_log
+            else:  # the file and durability stay; redaction and mode follow the file
+                kept["prompt_log"] = old_log.model_copy(
+                    update={"redact": new_log.redact, "mode": new_log.mode}
+                )
             loaded = LoadedConfig(
                 loaded.config.model_copy(update=kept), loaded.sha256, loaded.source
             )

@@ -20,12 +20,14 @@ from aigateway.middleware.auth import Authenticate
 from aigateway.middleware.govern import Govern, Spawn
 from aigateway.middleware.observe import Observe
 from aigateway.middleware.parse import ParseBody
+from aigateway.middleware.record import Record
 from aigateway.middleware.route import ResolveRoute
 from aigateway.mock_transport import MockTransport
 from aigateway.observability import AccessLog
 from aigateway.pipeline import Handler, Middleware, build_chain
 from aigateway.policy import compile_policies
 from aigateway.pricing import PriceBook
+from aigateway.promptlog import PromptLog
 from aigateway.providers.mock import MockEngine
 from aigateway.providers.openai import OpenAIAdapter
 from aigateway.proxy import ProviderHandle, Proxy
@@ -60,6 +62,7 @@ def build_runtime(
     store: LimitStore,
     tokenizer: Tokenizer,
     spawn: Spawn,
+    prompt_log: PromptLog | None = None,
     on_unpriced: Callable[[str, str], None] = lambda provider, model: None,
 ) -> Runtime:
     config = loaded.config
@@ -71,7 +74,10 @@ def build_runtime(
         for name, p in config.providers.items()
     }
     account = Account(prices, base_urls)
-    middlewares: list[Middleware] = [
+    middlewares: list[Middleware] = []
+    if prompt_log is not None and config.prompt_log is not None:
+        middlewares.append(Record(prompt_log, config, spawn))  # outermost: sees the end
+    middlewares += [
         Observe(metrics, access_log),
         account,
         Authenticate(keys),

@@ -15,6 +15,7 @@ from aigateway.config.load import LoadedConfig
 from aigateway.errors import GatewayError
 from aigateway.metrics import Metrics
 from aigateway.observability import AccessLog
+from aigateway.promptlog import PromptLog
 from aigateway.quota import LimitStore
 from aigateway.reload import Reloader
 from aigateway.runtime import RuntimeHolder
@@ -54,6 +55,7 @@ WATCH = web.AppKey("watch", bool)
 #: rate-limit and budget counters (memory or Redis); outlives reloads
 STORE = web.AppKey("store", LimitStore)
 TOKENIZER = web.AppKey("tokenizer", Tokenizer)
+PROMPT_LOG = web.AppKey("prompt_log", PromptLog)
 #: time.monotonic() at start-up
 STARTED = web.AppKey("started", float)
 

@@ -36,6 +36,15 @@ def static_changes(old: GatewayConfig, new: GatewayConfig) -> list[str]:
         before = getattr(old, section).model_dump()
         after = getattr(new, section).model_dump()
         changed += [f"{section}.{k}" for k in sorted(before) if before[k] != after[k]]
+    # the prompt log's file and durability are static; what it redacts is not
+    dynamic = {"redact", "mode"}
+    if (old.prompt_log is None) != (new.prompt_log is None):
+        changed.append("prompt_log")
+    elif old.prompt_log is not None and new.prompt_log is not None:
+        before, after = old.prompt_log.model_dump(), new.prompt_log.model_dump()
+        changed += [
+            f"prompt_log.{k}" for k in sorted(before) if k not in dynamic and before[k] != after[k]
+        ]
     return changed
 
 

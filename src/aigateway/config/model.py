@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     SecretStr,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
@@ -107,10 +108,50 @@ class StateConfig(Strict):
 LogMode = Literal["full", "metadata"]
 
 
+class Redaction(Strict):
+    """What is masked in logged bodies (always, before a body reaches the disk)."""
+
+    emails: bool = True
+    phone_numbers: bool = True
+    #: 13-19 digit numbers that pass the Luhn check
+    card_numbers: bool = True
+    #: API keys and tokens (OpenAI, Anthropic, Google, AWS, GitHub, Slack, JWT,
+    #: bearer, private key blocks, "password: ..." pairs)
+    secrets: bool = True
+    #: more regular expressions; matches become [REDACTED]
+    patterns: list[Annotated[str, StringConstraints(min_length=1, max_length=1000)]] = []
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+        return patterns
+
+
 class PromptLogConfig(Strict):
+    """The append-only SQLite log of every request. Static: a change needs a restart
+    (except ``redact``, ``mode`` and the projects' ``prompt_log``)."""
+
     path: str = "./data/prompts.sqlite"
+    #: bodies: full (redacted) | metadata (none); the accounting row is always written
     mode: LogMode = "full"
+    #: strict: a response's last byte is sent after its row is committed;
+    #: async: rows wait in a bounded queue (drops counted)
     durability: Literal["strict", "async"] = "strict"
+    #: async only: rows waiting at most; beyond, new rows are dropped and counted
+    queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    #: fsync every commit (survives power loss); off: survives a crash of the process
+    fsync: bool = False
+    #: start a new file past this size or age; old files are kept, read-only
+    rotate_mb: Annotated[float, Field(gt=0)] | None = 1024.0
+    rotate_days: Annotated[float, Field(gt=0)] | None = None
+    #: a logged request or response body is cut at this many bytes
+    max_body_bytes: Annotated[int, Field(ge=0)] = 65536
+    redact: Redaction = Redaction()
 
 
 # --- providers -------------------------------------------------------------------------

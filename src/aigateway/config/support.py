@@ -1,9 +1,5 @@
-"""Parts of the configuration contract this version validates but does not act on
-yet, and limits of what it does act on.
-
-``aigateway check`` and ``aigateway serve`` print these as warnings, so nobody
-believes something is enforced (or kept) when it is not.
-"""
+"""Limits of what a configuration does, printed as warnings by ``aigateway check``
+and ``aigateway serve`` so nobody believes something is kept when it is not."""
 
 from __future__ import annotations
 
@@ -12,17 +8,13 @@ from aigateway.config.model import GatewayConfig
 
 def unenforced(config: GatewayConfig) -> list[str]:
     out: list[str] = []
-    if config.prompt_log is not None:
-        out.append("prompt_log: the SQLite prompt log is not written yet")
-    for name, project in config.projects.items():
-        if project.prompt_log is not None:
-            out.append(f"projects.{name}.prompt_log: the SQLite prompt log is not written yet")
     has_budgets = any(p.budgets for p in config.projects.values()) or any(
         k.budgets for k in config.keys
     )
-    if has_budgets and config.state.backend == "memory":
+    if has_budgets and config.state.backend == "memory" and config.prompt_log is None:
         out.append(
-            "state.backend: with 'memory', budget spend lives in this process only and "
-            "starts from zero after a restart; use 'redis' to keep it"
+            "state.backend: with 'memory' and no prompt_log, budget spend lives in this "
+            "process only and starts from zero after a restart; add a prompt_log (spend is "
+            "rebuilt from it) or use 'redis'"
         )
     return out
