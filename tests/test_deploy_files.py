@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import configparser
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -96,3 +98,39 @@ def test_replicas_overlay_wires_redis_into_the_gateway() -> None:
         yaml.safe_load((overlay / "configmap.yaml").read_text())["data"]["gateway.yaml"]
     )
     assert config["state"]["backend"] == "redis"
+
+
+def _exposed_names() -> set[str]:
+    """Every sample name the gateway's registry can expose."""
+    from aigateway.metrics import Metrics
+
+    names = set()
+    for family in Metrics().registry.collect():
+        if family.type == "counter":
+            names.add(family.name + "_total")
+        elif family.type == "histogram":
+            names |= {family.name + s for s in ("_bucket", "_sum", "_count")}
+        else:
+            names.add(family.name)
+    return names
+
+
+def _used_names(text: str) -> set[str]:
+    return set(re.findall(r"\baigateway_[a-z_]+\b", text))
+
+
+def test_dashboard_uses_only_metrics_the_gateway_exposes() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "aigateway.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = set().union(*(_used_names(e) for e in exprs))
+    assert len(used) >= 15
+    assert used <= _exposed_names(), used - _exposed_names()
+
+
+def test_alert_rules_use_only_metrics_the_gateway_exposes() -> None:
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yaml").read_text())
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    used = set().union(*(_used_names(e) for e in exprs))
+    assert used <= _exposed_names(), used - _exposed_names()
+    names = {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    assert {"AIGatewayPromptLogErrors", "AIGatewayCircuitOpen"} <= names

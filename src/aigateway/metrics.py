@@ -111,6 +111,18 @@ class Metrics:
             ["route"],
             OVERHEAD_BUCKETS,
         )
+        self.upstream_duration = LoopHistogram(
+            "aigateway_upstream_duration_seconds",
+            "Time spent waiting on upstreams per request (all attempts).",
+            ["route"],
+            LATENCY_BUCKETS,
+        )
+        self.ttft = LoopHistogram(
+            "aigateway_time_to_first_token_seconds",
+            "Time from request to the first streamed chunk sent to the caller.",
+            ["route"],
+            LATENCY_BUCKETS,
+        )
         self.tokens = LoopCounter(
             "aigateway_tokens",
             "Tokens by type as reported by the provider.",
@@ -169,6 +181,8 @@ class Metrics:
             self.requests,
             self.request_duration,
             self.overhead,
+            self.upstream_duration,
+            self.ttft,
             self.tokens,
             self.cost,
             self.unpriced,

@@ -56,6 +56,10 @@ class Observe:
         m.requests.inc((project, key, route, provider, _STATUS_CLASS[status // 100]))
         m.request_duration.observe((route,), wall)
         m.overhead.observe((route,), overhead)
+        if ctx.attempts:
+            m.upstream_duration.observe((route,), ctx.upstream_s)
+        if ctx.stream and ctx.first_byte_s is not None:
+            m.ttft.observe((route,), ctx.first_byte_s)
         usage = ctx.usage
         if usage is not None and ctx.target is not None:
             tokens = m.tokens
