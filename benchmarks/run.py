@@ -407,23 +407,18 @@ def report(results: list[Result], conns: list[int], rss: dict[str, float]) -> No
             f"{(total - bad) / total:.4%} of {total} requests; gateway p50 over its healthy "
             f"JSON route: {added}"
         )
-    if any(r.kind == "governed" for r in results):
+    for kind, title in (
+        ("governed", "governance chain (limits + budgets, memory state)"),
+        ("logged", "prompt log (strict, full bodies)"),
+    ):
+        if not any(r.kind == kind for r in results):
+            continue
         parts = []
         for c in conns:
-            ratio = med("gateway", "governed", c, "rps") / med("gateway", "json", c, "rps")
-            added = med("gateway", "governed", c, "p50_ms") - med("gateway", "json", c, "p50_ms")
-            parts.append(f"c={c} {ratio:.2f}x rps, {added:+.2f} ms p50")
-        print(
-            "\ngovernance chain (limits + budgets, memory state) vs the plain JSON path: "
-            + "; ".join(parts)
-        )
-    if any(r.kind == "logged" for r in results):
-        parts = []
-        for c in conns:
-            ratio = med("gateway", "logged", c, "rps") / med("gateway", "json", c, "rps")
-            added = med("gateway", "logged", c, "p50_ms") - med("gateway", "json", c, "p50_ms")
-            parts.append(f"c={c} {ratio:.2f}x rps, {added:+.2f} ms p50")
-        print("prompt log (strict, full bodies) vs the plain JSON path: " + "; ".join(parts))
+            ratio = med("gateway", kind, c, "rps") / med("gateway", "json", c, "rps")
+            slower = med("gateway", kind, c, "p50_ms") - med("gateway", "json", c, "p50_ms")
+            parts.append(f"c={c} {ratio:.2f}x rps, {slower:+.2f} ms p50")
+        print(f"\n{title} vs the plain JSON path: " + "; ".join(parts))
     failed = sum(r.failed for r in results if r.kind != "failover")
     print(
         f"\npeak RSS: baseline {rss['baseline']:.1f} MiB, gateway {rss['gateway']:.1f} MiB; "

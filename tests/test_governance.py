@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from aigateway import limits
 from aigateway.tokens import Tokenizer
@@ -23,7 +24,9 @@ pricing:
   "up/gpt-4o": {input_per_mtok: 1000, output_per_mtok: 2000}
 """
 SDK = Callable[..., openai.AsyncOpenAI]
-MESSAGES = [{"role": "user", "content": "hello there, how are you today?"}]
+MESSAGES: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "hello there, how are you today?"}
+]
 ACME = "acme: {models: [gpt-4o, with-backup, text-embedding-3-small, mock]"
 
 

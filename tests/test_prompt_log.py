@@ -12,6 +12,7 @@ import aiohttp
 import openai
 import pytest
 import structlog
+from openai.types.chat import ChatCompletionMessageParam
 
 from aigateway import cli, ledger, logread
 from aigateway.metrics import Metrics
@@ -318,9 +319,8 @@ async def test_a_full_disk_does_not_stop_requests_and_rows_follow_later(tmp_path
         pages = (await cur.fetchone())[0]  # type: ignore[index]
     await db.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full
     big = "x" * 20000
-    results = await asyncio.gather(
-        *[log.submit(sample_row(i, request_body=big)) for i in range(1, 4)]  # type: ignore[misc]
-    )
+    futures = [log.submit(sample_row(i, request_body=big)) for i in range(1, 4)]
+    results = await asyncio.gather(*[f for f in futures if f is not None])
     assert results == [False, False, False]  # the callers were not held up
     assert metrics.prompt_log_errors.values[("OperationalError",)] >= 1
     await db.execute("PRAGMA max_page_count = 1073741823")  # space is back
@@ -401,7 +401,7 @@ async def test_memory_budgets_survive_a_restart_through_the_log(
     edit = with_log(path, project="budgets: [{window: day, usd: 0.03}]")
     gw = await make_gateway(extra=PRICED, edit=edit)
     gw.upstream.by_model["gpt-4o"] = Reply(body=completion(model="gpt-4o", prompt=10, completion=2))
-    msgs = [{"role": "user", "content": "hi"}]
+    msgs: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
     async with openai.AsyncOpenAI(base_url=gw.url, api_key=KEY, max_retries=0) as c:
         await c.chat.completions.create(model="gpt-4o", messages=msgs, max_tokens=2)  # $0.014
     await gw.server.close()  # the process stops; its memory is gone

