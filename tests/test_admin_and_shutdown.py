@@ -223,3 +223,22 @@ async def test_sigkill_under_load_loses_no_row_of_a_delivered_response(tmp_path:
         stop(proc)
     logged = {r["request_id"] for r in logread.rows(log_files(log_path))}
     assert delivered and set(delivered) <= logged
+
+
+@pytest.mark.slow
+async def test_metrics_on_their_own_port(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    metrics_port = free_port()
+    path.write_text(CONFIG.replace("shutdown_grace_s: 10", f"metrics_port: {metrics_port}"))
+    port = free_port()
+    proc = serve(path, port)
+    try:
+        await wait_ready(f"http://127.0.0.1:{port}", proc)
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{metrics_port}/metrics") as r:
+                assert r.status == 200
+                assert "aigateway_in_flight_requests 0.0" in await r.text()
+            async with s.get(f"http://127.0.0.1:{metrics_port}/v1/models") as r:
+                assert r.status == 404  # only /metrics and /healthz there
+    finally:
+        stop(proc)

@@ -160,6 +160,7 @@ async def test_budget_caps_max_tokens_then_refuses_with_insufficient_quota(
     assert "day USD budget of project 'acme'" in err.message
     assert gw.upstream.calls == 1
     assert gw.metrics.limited.values[("acme", "acme-key", "budget")] == 1
+    assert gw.metrics.budget_remaining.values[("project:acme", "day", "usd")] == 0.0
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])

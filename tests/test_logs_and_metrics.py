@@ -128,10 +128,15 @@ async def test_metric_series_stay_bounded_whatever_clients_send(
         assert await send("m-warmup", KEY) == 404
         assert await send("gpt-4o", "aig-unknown") == 401
         before = await scrape()
-        # ... and 300 more with random model names and keys create none.
-        for i in range(300):
-            key = KEY if i % 2 else f"aig-{uuid.uuid4()}"
-            assert await send(f"m-{uuid.uuid4()}", key) in (401, 404)
+        # ... and 10,000 more with random model names and keys create none.
+        for batch in range(200):
+            statuses = await asyncio.gather(
+                *(
+                    send(f"m-{uuid.uuid4()}", KEY if i % 2 else f"aig-{uuid.uuid4()}")
+                    for i in range(batch * 50, batch * 50 + 50)
+                )
+            )
+            assert set(statuses) <= {401, 404}
         after = await scrape()
 
     def series(text: str) -> set[tuple]:
@@ -153,13 +158,13 @@ async def test_metric_series_stay_bounded_whatever_clients_send(
                 ("status", "4xx"),
             )
         ]
-        == 151
+        == 5001
     )
     assert (
         requests[
             (("key", "-"), ("project", "-"), ("provider", "-"), ("route", "-"), ("status", "4xx"))
         ]
-        == 151
+        == 5001
     )
     assert (
         requests[
@@ -179,3 +184,53 @@ async def test_metric_series_stay_bounded_whatever_clients_send(
         == 10
     )
     assert "m-warmup" not in after and "aig-" not in after
+
+
+async def test_metrics_token_and_genai_names(make_gateway: GatewayFactory) -> None:
+    from aigateway.keys import digest
+
+    token = "scrape-token-0123456789"
+    gw = await make_gateway(
+        edit=lambda t: t.replace(
+            "providers:\n", f'server: {{metrics_token_sha256: "{digest(token)}"}}\nproviders:\n', 1
+        )
+    )
+    async with AsyncOpenAI(base_url=gw.url, api_key=KEY, max_retries=0) as c:
+        for _ in range(2):
+            await c.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        stream = await c.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+        async for _ in stream:
+            pass
+    async with aiohttp.ClientSession() as s:
+        async with s.get(gw.root + "/metrics") as resp:
+            assert resp.status == 401
+            assert (await resp.json())["error"]["code"] == "invalid_api_key"
+        async with s.get(gw.root + "/metrics", headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 200
+            text = await r.text()
+    labels = (
+        ("gen_ai_operation_name", "chat"),
+        ("gen_ai_provider_name", "up"),
+        ("gen_ai_request_model", "gpt-4o"),
+    )
+    tokens = samples(text, "gen_ai_client_token_usage_count")
+    assert tokens[tuple(sorted((*labels, ("gen_ai_token_type", "input"))))] == 3
+    assert samples(text, "gen_ai_server_request_duration_seconds_count")[labels] == 3
+    assert samples(text, "gen_ai_server_time_to_first_token_seconds_count")[labels] == 1
+    assert samples(text, "aigateway_time_to_first_token_seconds_count")[(("route", "gpt-4o"),)] == 1
+
+
+async def test_every_log_line_of_a_request_carries_its_id(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway()  # 127.0.0.1 upstreams are unpriced: a warning inside the request
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            gw.url + "/chat/completions",
+            json={"model": "gpt-4o", "messages": MESSAGES},
+            headers={"Authorization": f"Bearer {KEY}", "x-request-id": "trace-me-123"},
+        ) as resp,
+    ):
+        assert resp.status == 200
+    lines = [json.loads(x) for x in gw.log.getvalue().splitlines() if x.startswith("{")]
+    warning = next(x for x in lines if "no price" in x["event"])
+    assert warning["request_id"] == "trace-me-123"

@@ -8,6 +8,7 @@ error shape. Nothing a caller sends can produce an HTML page or a bare 500.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import os
 import sys
@@ -20,6 +21,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from structlog.contextvars import bind_contextvars
 
 from aigateway import admin
 from aigateway.config.load import LoadedConfig
@@ -31,7 +33,7 @@ from aigateway.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from aigateway.keys import key_from_headers
+from aigateway.keys import digest, key_from_headers
 from aigateway.metrics import Metrics
 from aigateway.observability import AccessLog, LineSink, get_logger
 from aigateway.pipeline import CLIENT_CLOSED, Endpoint, JsonReply, RequestContext, StreamReply
@@ -101,6 +103,8 @@ async def _run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
                 f"The request body could not be read ({type(exc).__name__})."
             ) from None
 
+    # every log line of this request carries its id (the handler runs in its own task)
+    bind_contextvars(request_id=rid)
     ctx = RequestContext(rid, endpoint, request.headers, read_body)
     try:
         reply = await runtime.handler(ctx)
@@ -241,12 +245,25 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
+    rid = request.app[REQUEST_IDS](request.headers)
+    required = request.app[HOLDER].current.config.server.metrics_token_sha256
+    if required is not None:
+        given = key_from_headers(request.headers)
+        if given is None or not hmac.compare_digest(digest(given), required):
+            return error_response(AuthenticationFailed(), rid)
     body = generate_latest(request.app[METRICS].registry)
-    resp = web.Response(
-        body=body, headers={"x-request-id": request.app[REQUEST_IDS](request.headers)}
-    )
+    resp = web.Response(body=body, headers={"x-request-id": rid})
     resp.headers["content-type"] = CONTENT_TYPE_LATEST
     return resp
+
+
+def metrics_app(app: web.Application) -> web.Application:
+    """``/metrics`` and ``/healthz`` alone, for ``server.metrics_port``."""
+    side = web.Application()
+    side[METRICS], side[HOLDER], side[REQUEST_IDS] = app[METRICS], app[HOLDER], app[REQUEST_IDS]
+    side.router.add_get("/metrics", metrics_endpoint)
+    side.router.add_get("/healthz", healthz)
+    return side
 
 
 # --- the edge --------------------------------------------------------------------------

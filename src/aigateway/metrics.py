@@ -28,6 +28,27 @@ Labels = tuple[str, ...]
 _CIRCUIT_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+# OpenTelemetry GenAI semantic conventions' advised buckets
+GENAI_TOKEN_BUCKETS = tuple(4.0**i for i in range(14))  # 1 ... 67,108,864
+GENAI_DURATION_BUCKETS = tuple(0.01 * 2**i for i in range(14))  # 0.01 ... 81.92 s
+GENAI_TTFT_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1,
+    2.5,
+    5,
+    7.5,
+    10,
+)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 
@@ -55,6 +76,23 @@ class LoopGauge:
     def collect(self) -> Metric:
         family = GaugeMetricFamily(self.name, self.doc)
         family.add_metric([], self.value)
+        return family
+
+
+class LoopGaugeVec:
+    """A gauge per label set (values set on the loop, rendered at scrape time)."""
+
+    def __init__(self, name: str, doc: str, labelnames: Sequence[str]) -> None:
+        self.name, self.doc, self.labelnames = name, doc, list(labelnames)
+        self.values: dict[Labels, float] = {}
+
+    def set(self, labels: Labels, value: float) -> None:
+        self.values[labels] = value
+
+    def collect(self) -> Metric:
+        family = GaugeMetricFamily(self.name, self.doc, labels=self.labelnames)
+        for labels, value in self.values.items():
+            family.add_metric(list(labels), value)
         return family
 
 
@@ -144,6 +182,33 @@ class Metrics:
             ["provider", "outcome"],
         )
         self.in_flight = LoopGauge("aigateway_in_flight_requests", "Requests being handled now.")
+        # the same measurements under OpenTelemetry GenAI names; gen_ai_request_model
+        # is the route (a name from the config), never the raw model string
+        genai = ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model"]
+        self.genai_tokens = LoopHistogram(
+            "gen_ai_client_token_usage",
+            "Tokens per request by gen_ai_token_type (input, output).",
+            [*genai, "gen_ai_token_type"],
+            GENAI_TOKEN_BUCKETS,
+        )
+        self.genai_duration = LoopHistogram(
+            "gen_ai_server_request_duration_seconds",
+            "Time the provider took per request (all attempts).",
+            genai,
+            GENAI_DURATION_BUCKETS,
+        )
+        self.genai_ttft = LoopHistogram(
+            "gen_ai_server_time_to_first_token_seconds",
+            "Time to the first streamed chunk.",
+            genai,
+            GENAI_TTFT_BUCKETS,
+        )
+        self.budget_remaining = LoopGaugeVec(
+            "aigateway_budget_remaining",
+            "What a budget had left when a request last settled (USD or tokens), per "
+            "scope (project:NAME, key:ID), window and unit.",
+            ["scope", "window", "unit"],
+        )
         self.limited = LoopCounter(
             "aigateway_limited_requests",
             "Requests refused by a limit: reason rate, concurrency, budget or state_unavailable.",
@@ -188,6 +253,10 @@ class Metrics:
             self.unpriced,
             self.attempts,
             self.in_flight,
+            self.genai_tokens,
+            self.genai_duration,
+            self.genai_ttft,
+            self.budget_remaining,
             self.limited,
             self.state_errors,
             self.estimated_usage,

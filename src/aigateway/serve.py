@@ -14,7 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
-from aigateway.web_common import METRICS, READY, RELOADER, TASKS
+from aigateway.app import metrics_app
+from aigateway.web_common import HOLDER, METRICS, READY, RELOADER, TASKS
 
 
 async def serve(
@@ -37,9 +38,16 @@ async def serve(
         handler_cancellation=True,
     )
     await runner.setup()
+    side: web.AppRunner | None = None
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
+        metrics_port = app[HOLDER].current.config.server.metrics_port
+        if metrics_port is not None:
+            side = web.AppRunner(metrics_app(app), handle_signals=False, access_log=None)
+            await side.setup()
+            await web.TCPSite(side, host, metrics_port).start()
+            logger.info("metrics listening", host=host, port=metrics_port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -61,4 +69,6 @@ async def serve(
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             asyncio.get_running_loop().remove_signal_handler(sig)
+        if side is not None:
+            await side.cleanup()
         await runner.cleanup()

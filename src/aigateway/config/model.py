@@ -70,6 +70,11 @@ class ServerConfig(Strict):
     #: access log format: one JSON object per line, or key=value for humans
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: /metrics answers only "Authorization: Bearer <token>" whose SHA-256 this is
+    metrics_token_sha256: Sha256Hex | None = None
+    #: also serve /metrics (and /healthz) on this port, e.g. for a scraper on
+    #: another network; /metrics stays on the main port too unless a token guards it
+    metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
 
 
 class AdminConfig(Strict):

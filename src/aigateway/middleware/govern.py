@@ -265,6 +265,14 @@ class Govern:
             tuple(s.key for s in plan.slots),
         )
         await self._store.settle(settlement, time.time())
+        gauge = self._metrics.budget_remaining
+        for check, free, spent in zip(plan.quotas, admission.free, used, strict=True):
+            _, window = _describe(check.key)
+            left = max(0, free - spent)
+            gauge.set(
+                (_scope_label(check.key), window, check.unit),
+                left / 1e9 if check.unit == "usd" else float(left),
+            )
         return used
 
 
@@ -290,6 +298,12 @@ def _describe(counter: str) -> tuple[str, str]:
         scope += f" on model '{parts[at + 2]}'"
     window = parts[at + 2] if parts[0] == "q" and len(parts) > at + 2 else ""
     return scope, window
+
+
+def _scope_label(counter: str) -> str:
+    """ "project:acme" or "key:acme-prod" from q:p:acme:... / q:k:acme-prod:..."""
+    parts = counter.split(":")
+    return f"{'project' if parts[1] == 'p' else 'key'}:{parts[2]}"
 
 
 def _usd(value: Decimal) -> str:

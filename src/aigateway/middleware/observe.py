@@ -57,9 +57,15 @@ class Observe:
         m.request_duration.observe((route,), wall)
         m.overhead.observe((route,), overhead)
         if ctx.attempts:
+            genai = (ctx.endpoint, provider, route)
             m.upstream_duration.observe((route,), ctx.upstream_s)
-        if ctx.stream and ctx.first_byte_s is not None:
-            m.ttft.observe((route,), ctx.first_byte_s)
+            m.genai_duration.observe(genai, ctx.upstream_s)
+            if ctx.stream and ctx.first_byte_s is not None:
+                m.ttft.observe((route,), ctx.first_byte_s)
+                m.genai_ttft.observe(genai, ctx.first_byte_s)
+            if ctx.usage is not None:
+                m.genai_tokens.observe((*genai, "input"), ctx.usage.prompt_tokens)
+                m.genai_tokens.observe((*genai, "output"), ctx.usage.completion_tokens)
         usage = ctx.usage
         if usage is not None and ctx.target is not None:
             tokens = m.tokens
