@@ -263,3 +263,27 @@ async def test_keys_without_limits_get_no_limit_headers(
     gw = await make_gateway()
     raw = await sdk(gw).chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
     assert not [h for h in raw.headers if h.startswith(("x-ratelimit", "x-aigateway-budget"))]
+
+
+async def test_streamed_and_whole_answers_of_one_exchange_cost_the_same(
+    make_gateway: GatewayFactory, sdk: SDK
+) -> None:
+    gw = await make_gateway(extra=PRICED)
+    gw.upstream.script += [
+        Reply(body=completion(model="gpt-4o", prompt=10, completion=3)),
+        Reply(events=chunk_events(model="gpt-4o", pieces=("a", "b", "c"))),  # 10 in, 3 out
+    ]
+    c = sdk(gw)
+    whole = await c.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
+    stream = await c.chat.completions.create(
+        model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
+    usage = [ch.usage async for ch in stream if ch.usage is not None]
+    parsed = whole.parse()
+    assert parsed.usage is not None and len(usage) == 1
+    assert (usage[0].prompt_tokens, usage[0].completion_tokens) == (
+        parsed.usage.prompt_tokens,
+        parsed.usage.completion_tokens,
+    )
+    streamed_cost = (usage[0].model_extra or {})["cost"]
+    assert streamed_cost == float(whole.headers["x-aigateway-cost-usd"]) == pytest.approx(0.016)

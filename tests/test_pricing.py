@@ -186,3 +186,98 @@ def test_cost_in_the_body_is_valid_json(usage_json: bytes) -> None:
     out = json.loads(encoded)
     assert out["usage"]["cost"] == 0.000014
     assert out["usage"]["prompt_tokens"] == 10 and out["model"] == "m"
+
+
+GEMINI = "https://generativelanguage.googleapis.com/v1beta"
+RAW_GOLDEN = [
+    # (provider format, base URL, model, the provider's own usage object, dollars by hand)
+    (
+        "openai",
+        OPENAI,
+        "gpt-4o",
+        {
+            "prompt_tokens": 1000,
+            "completion_tokens": 500,
+            "total_tokens": 1500,
+            "prompt_tokens_details": {"cached_tokens": 400},
+            "completion_tokens_details": {"reasoning_tokens": 100},
+        },
+        "0.00700",  # 600 x 2.50 + 400 x 1.25 + 500 x 10, per million
+    ),
+    (
+        "anthropic",
+        ANTHROPIC,
+        "claude-sonnet-4-5",
+        {
+            "input_tokens": 504,
+            "cache_creation_input_tokens": 123,
+            "cache_read_input_tokens": 1000,
+            "output_tokens": 200,
+            "output_tokens_details": {"thinking_tokens": 50},
+        },
+        "0.00527325",  # 504 x 3 + 123 x 3.75 + 1000 x 0.30 + 200 x 15, per million
+    ),
+    (
+        "gemini",
+        GEMINI,
+        "gemini-2.5-flash",
+        {
+            "promptTokenCount": 1000,
+            "cachedContentTokenCount": 400,
+            "candidatesTokenCount": 100,
+            "thoughtsTokenCount": 50,
+            "totalTokenCount": 1150,
+        },
+        "0.000567",  # 600 x 0.30 + 400 x 0.03 + (100 + 50 thoughts) x 2.50, per million
+    ),
+    (
+        "gemini",  # a model that counts thoughts inside candidates (total says so)
+        GEMINI,
+        "gemini-2.5-flash",
+        {
+            "promptTokenCount": 1000,
+            "candidatesTokenCount": 150,
+            "thoughtsTokenCount": 50,
+            "totalTokenCount": 1150,
+        },
+        "0.000675",  # 1000 x 0.30 + 150 x 2.50, per million
+    ),
+]
+
+
+@pytest.mark.parametrize(("fmt", "base_url", "model", "raw", "dollars"), RAW_GOLDEN)
+def test_golden_costs_from_provider_usage_payloads(fmt, base_url, model, raw, dollars) -> None:
+    parse = {"openai": Usage.from_openai, "anthropic": Usage.from_anthropic}.get(
+        fmt, Usage.from_gemini
+    )
+    usage = parse(raw)
+    assert usage is not None
+    cost = book().cost("p", base_url, model, usage)
+    assert cost is not None
+    assert abs(cost - Decimal(dollars)) < Decimal("1e-9")
+    # disjoint buckets add up to the whole prompt
+    assert (
+        usage.uncached_input_tokens + usage.cached_tokens + usage.cache_write_tokens
+        == usage.prompt_tokens
+    )
+
+
+def test_anthropic_usage_normalised() -> None:
+    usage = Usage.from_anthropic(
+        {
+            "input_tokens": 504,
+            "cache_creation_input_tokens": 123,
+            "cache_read_input_tokens": 1000,
+            "output_tokens": 200,
+            "output_tokens_details": {"thinking_tokens": 50},
+        }
+    )
+    assert usage == Usage(
+        1627, 200, cached_tokens=1000, reasoning_tokens=50, cache_write_tokens=123
+    )
+    assert usage.to_openai()["prompt_tokens_details"] == {
+        "cached_tokens": 1000,
+        "cache_write_tokens": 123,
+    }
+    assert Usage.from_openai(usage.to_openai()) == usage  # round trip
+    assert Usage.from_anthropic({"input_tokens": 3}) is None  # no output count: not usage
