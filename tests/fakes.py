@@ -194,3 +194,135 @@ class FakeOpenAI:
             opts = body.get("stream_options") or {}
             return Reply(events=chunk_events(include_usage=bool(opts.get("include_usage"))))
         return Reply(body=completion())
+
+
+# --- Anthropic -------------------------------------------------------------------------
+
+
+def anthropic_message(
+    text: str = "Hello!",
+    *,
+    model: str = "claude-sonnet-4-5-20250929",
+    tool: dict | None = None,
+    stop: str = "end_turn",
+    usage: dict | None = None,
+) -> dict:
+    content: list[dict] = [{"type": "text", "text": text}] if text else []
+    if tool is not None:
+        content.append({"type": "tool_use", **tool})
+    return {
+        "id": "msg_01",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": usage
+        or {
+            "input_tokens": 12,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": 5,
+        },
+    }
+
+
+def anthropic_events(message: dict) -> list[bytes]:
+    """The stream the Messages API sends for ``message`` (event + data frames)."""
+    usage = dict(message["usage"])
+    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    frames = [
+        ("message_start", {"type": "message_start", "message": start}),
+        ("ping", {"type": "ping"}),
+    ]
+    for i, block in enumerate(message["content"]):
+        if block["type"] == "text":
+            frames.append(
+                (
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": i,
+                        "content_block": {"type": "text", "text": ""},
+                    },
+                )
+            )
+            words = block["text"].split(" ")
+            for j, word in enumerate(words):
+                piece = word if j == 0 else " " + word
+                frames.append(
+                    (
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": i,
+                            "delta": {"type": "text_delta", "text": piece},
+                        },
+                    )
+                )
+        else:
+            frames.append(
+                (
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": i,
+                        "content_block": {**block, "input": {}},
+                    },
+                )
+            )
+            raw = json.dumps(block["input"])
+            for part in (raw[: len(raw) // 2], raw[len(raw) // 2 :]):
+                frames.append(
+                    (
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": i,
+                            "delta": {"type": "input_json_delta", "partial_json": part},
+                        },
+                    )
+                )
+        frames.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
+    frames.append(
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "usage": {"output_tokens": usage["output_tokens"]},
+            },
+        )
+    )
+    frames.append(("message_stop", {"type": "message_stop"}))
+    return [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in frames]
+
+
+class FakeAnthropic:
+    """The Messages API on 127.0.0.1: checks the wire request, answers JSON or SSE."""
+
+    def __init__(self) -> None:
+        self.script: list[Reply] = []
+        self.seen: list[Seen] = []
+        self.app = web.Application()
+        self.app.router.add_post("/v1/messages", self._handle)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = json.loads(await request.read())
+        self.seen.append(Seen(request.path, dict(request.headers), body))
+        reply = self.script.pop(0) if self.script else Reply(body=anthropic_message())
+        if reply.status != 200 or not body.get("stream"):
+            data = reply.body if reply.status != 200 else (reply.body or anthropic_message())
+            return web.json_response(data, status=reply.status, headers=reply.headers)
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        frames = reply.events if reply.events is not None else anthropic_events(reply.body)
+        for i, frame in enumerate(frames):
+            await resp.write(frame)
+            if i == 1 and reply.drop == "mid":
+                assert request.transport is not None
+                request.transport.abort()
+                return resp
+        await resp.write_eof()
+        return resp

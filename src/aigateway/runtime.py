@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from aigateway.config.load import LoadedConfig
-from aigateway.config.model import GatewayConfig, MockProvider, OpenAIProvider
+from aigateway.config.model import AnthropicProvider, GatewayConfig, MockProvider, ProviderConfig
 from aigateway.keys import KeyIndex
 from aigateway.metrics import Metrics
 from aigateway.middleware.account import Account
@@ -28,6 +28,7 @@ from aigateway.pipeline import Handler, Middleware, build_chain
 from aigateway.policy import compile_policies
 from aigateway.pricing import PriceBook
 from aigateway.promptlog import PromptLog
+from aigateway.providers.anthropic import AnthropicAdapter
 from aigateway.providers.mock import MockEngine
 from aigateway.providers.openai import OpenAIAdapter
 from aigateway.proxy import ProviderHandle, Proxy
@@ -104,7 +105,16 @@ def build_runtime(
     )
 
 
-def _provider(name: str, cfg: OpenAIProvider | MockProvider, http: Transport) -> ProviderHandle:
+def _provider(name: str, cfg: ProviderConfig, http: Transport) -> ProviderHandle:
+    if isinstance(cfg, AnthropicProvider):
+        key = cfg.api_key.get_secret_value() if cfg.api_key else None
+        return ProviderHandle(
+            name,
+            AnthropicAdapter(cfg, api_key=key, clock=time.time),
+            http,
+            cfg.timeouts,
+            (key,) if key else (),
+        )
     if isinstance(cfg, MockProvider):
         return ProviderHandle(
             name,

@@ -206,7 +206,36 @@ class MockProvider(_ProviderBase):
     embedding_dimensions: Annotated[int, Field(ge=1, le=8192)] = 16
 
 
-ProviderConfig = Annotated[OpenAIProvider | MockProvider, Field(discriminator="type")]
+class ThinkingBudgets(Strict):
+    """``reasoning_effort`` → Anthropic ``thinking.budget_tokens``."""
+
+    minimal: Annotated[int, Field(ge=1024)] = 1024
+    low: Annotated[int, Field(ge=1024)] = 1024
+    medium: Annotated[int, Field(ge=1024)] = 4096
+    high: Annotated[int, Field(ge=1024)] = 16384
+
+
+class AnthropicProvider(_ProviderBase):
+    """Anthropic's Messages API; callers keep speaking OpenAI chat completions."""
+
+    type: Literal["anthropic"]
+    base_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")] = (
+        "https://api.anthropic.com/v1"
+    )
+    api_key: SecretStr | None = None
+    #: sent as anthropic-version
+    version: str = "2023-06-01"
+    #: sent as anthropic-beta (comma-separated)
+    beta: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,100}$")]] = []
+    #: max_tokens sent when neither the caller nor the target set one (Anthropic
+    #: requires it)
+    default_max_tokens: PositiveInt = 4096
+    thinking_budgets: ThinkingBudgets = ThinkingBudgets()
+
+
+ProviderConfig = Annotated[
+    OpenAIProvider | AnthropicProvider | MockProvider, Field(discriminator="type")
+]
 
 
 # --- routing ---------------------------------------------------------------------------
