@@ -12,7 +12,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from aigateway.config.load import LoadedConfig
-from aigateway.config.model import AnthropicProvider, GatewayConfig, MockProvider, ProviderConfig
+from aigateway.config.model import (
+    AnthropicProvider,
+    AzureProvider,
+    GatewayConfig,
+    MockProvider,
+    ProviderConfig,
+)
 from aigateway.keys import KeyIndex
 from aigateway.metrics import Metrics
 from aigateway.middleware.account import Account
@@ -29,6 +35,7 @@ from aigateway.policy import compile_policies
 from aigateway.pricing import PriceBook
 from aigateway.promptlog import PromptLog
 from aigateway.providers.anthropic import AnthropicAdapter
+from aigateway.providers.azure import AzureAdapter
 from aigateway.providers.mock import MockEngine
 from aigateway.providers.openai import OpenAIAdapter
 from aigateway.proxy import ProviderHandle, Proxy
@@ -114,6 +121,11 @@ def _provider(name: str, cfg: ProviderConfig, http: Transport) -> ProviderHandle
             http,
             cfg.timeouts,
             (key,) if key else (),
+        )
+    if isinstance(cfg, AzureProvider):
+        key = cfg.api_key.get_secret_value() if cfg.api_key else None
+        return ProviderHandle(
+            name, AzureAdapter(cfg, api_key=key), http, cfg.timeouts, (key,) if key else ()
         )
     if isinstance(cfg, MockProvider):
         return ProviderHandle(

@@ -179,16 +179,60 @@ class _ProviderBase(Strict):
     headers: dict[str, str] = {}
 
 
+#: OpenAI-compatible services: their base URL, and whether they accept
+#: stream_options.include_usage (without it, a stream's usage is what the server
+#: sends by itself, else counted locally)
+PRESETS: dict[str, tuple[str, bool]] = {
+    "openai": ("https://api.openai.com/v1", True),
+    "deepseek": ("https://api.deepseek.com/v1", True),
+    "mistral": ("https://api.mistral.ai/v1", False),
+    "groq": ("https://api.groq.com/openai/v1", True),
+    "together": ("https://api.together.xyz/v1", True),
+    "openrouter": ("https://openrouter.ai/api/v1", True),
+    "xai": ("https://api.x.ai/v1", True),
+    "fireworks": ("https://api.fireworks.ai/inference/v1", True),
+    "gemini-openai": ("https://generativelanguage.googleapis.com/v1beta/openai", True),
+    "ollama": ("http://127.0.0.1:11434/v1", True),
+    "vllm": ("http://127.0.0.1:8000/v1", True),
+    "lmstudio": ("http://127.0.0.1:1234/v1", False),
+}
+Preset = Literal[
+    "openai",
+    "deepseek",
+    "mistral",
+    "groq",
+    "together",
+    "openrouter",
+    "xai",
+    "fireworks",
+    "gemini-openai",
+    "ollama",
+    "vllm",
+    "lmstudio",
+]
+
+
 class OpenAIProvider(_ProviderBase):
     """OpenAI itself or any OpenAI-compatible server (vLLM, Ollama, DeepSeek, ...)."""
 
     type: Literal["openai"]
+    #: fills in base_url and stream_usage for a known service (both can still be set)
+    preset: Preset | None = None
     base_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")] = (
         "https://api.openai.com/v1"
     )
     api_key: SecretStr | None = None
     #: send stream_options.include_usage upstream (some servers reject it)
     stream_usage: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("preset"), str):
+            found = PRESETS.get(data["preset"])
+            if found is not None:
+                data = {"base_url": found[0], "stream_usage": found[1], **data}
+        return data
 
 
 class MockProvider(_ProviderBase):
@@ -204,6 +248,24 @@ class MockProvider(_ProviderBase):
     error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
     error_status: Annotated[int, Field(ge=400, le=599)] = 503
     embedding_dimensions: Annotated[int, Field(ge=1, le=8192)] = 16
+
+
+class AzureProvider(_ProviderBase):
+    """Azure OpenAI: a target's ``model`` is the deployment name (``api: deployments``)."""
+
+    type: Literal["azure"]
+    #: https://<resource>.openai.azure.com
+    endpoint: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")]
+    api_key: SecretStr | None = None
+    api: Literal["deployments", "v1"] = "deployments"
+    api_version: Annotated[str, StringConstraints(pattern=r"^[0-9a-z.-]{4,40}$")] = "2024-10-21"
+    #: stream_options.include_usage (api-version 2024-09-01-preview and later)
+    stream_usage: bool = True
+
+    @property
+    def base_url(self) -> str:
+        """Where prices are looked up (genai-prices knows Azure by its host)."""
+        return self.endpoint.rstrip("/") + "/openai"
 
 
 class ThinkingBudgets(Strict):
@@ -234,7 +296,8 @@ class AnthropicProvider(_ProviderBase):
 
 
 ProviderConfig = Annotated[
-    OpenAIProvider | AnthropicProvider | MockProvider, Field(discriminator="type")
+    OpenAIProvider | AzureProvider | AnthropicProvider | MockProvider,
+    Field(discriminator="type"),
 ]
 
 

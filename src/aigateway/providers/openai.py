@@ -32,6 +32,9 @@ class OpenAIAdapter:
         self._headers = {"content-type": "application/json", **(headers or {})}
         self._stream_usage = stream_usage
 
+    def _url(self, operation: str, model: str) -> str:
+        return f"{self._base}/{operation}"
+
     def _request_headers(self, api_key: str | None) -> dict[str, str]:
         key = api_key or self._api_key
         if not key:
@@ -51,7 +54,7 @@ class OpenAIAdapter:
             }
         return UpstreamRequest(
             "POST",
-            self._base + "/chat/completions",
+            self._url("chat/completions", model),
             self._request_headers(api_key),
             json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode(),
             stream=stream,
@@ -79,7 +82,7 @@ class OpenAIAdapter:
         out["model"] = model
         return UpstreamRequest(
             "POST",
-            self._base + "/embeddings",
+            self._url("embeddings", model),
             self._request_headers(api_key),
             json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode(),
         )
