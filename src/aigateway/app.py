@@ -32,13 +32,25 @@ from aigateway.errors import (
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
+    PermissionDenied,
 )
 from aigateway.keys import digest, key_from_headers
 from aigateway.metrics import Metrics
+from aigateway.middleware.parse import parse_json
+from aigateway.middleware.route import ResolveRoute
 from aigateway.observability import AccessLog, LineSink, get_logger
 from aigateway.pipeline import CLIENT_CLOSED, Endpoint, JsonReply, RequestContext, StreamReply
 from aigateway.policy import token_needs
 from aigateway.promptlog import PromptLog, log_files
+from aigateway.providers.anthropic_inbound import (
+    EventWriter,
+    chat_to_message,
+    messages_to_chat,
+    validate_messages,
+)
+from aigateway.providers.anthropic_inbound import error_body as anthropic_error_body
+from aigateway.providers.anthropic_inbound import error_event as anthropic_error_event
+from aigateway.providers.base import Batch
 from aigateway.rebuild import spend_to_restore
 from aigateway.reload import Reloader
 from aigateway.routing import RoutingState
@@ -85,6 +97,45 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     return await _run(request, "embeddings")
 
 
+async def messages(request: web.Request) -> web.StreamResponse:
+    """The Anthropic Messages API (``?beta=true`` and other query strings ignored)."""
+    return await _run(request, "messages")
+
+
+async def count_tokens(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/messages/count_tokens``: the prompt counted offline, as the gateway
+    counts it for limits and budgets (OpenAI's tokenizer; x1.25 for models that are
+    not OpenAI's, so the figure errs high). Not a model call: no limits apply."""
+    runtime, rid = request.app[HOLDER].current, request.app[REQUEST_IDS](request.headers)
+    try:
+        principal = runtime.keys.authenticate(key_from_headers(request.headers), datetime.now(UTC))
+        if principal is None:
+            raise AuthenticationFailed()
+        if request.content_length and request.content_length > runtime.config.server.max_body_bytes:
+            raise PayloadTooLarge("The request body is larger than the gateway's limit.")
+        body = parse_json(await request.read())
+        validate_messages({"max_tokens": 1, **body})
+        chat = messages_to_chat({"max_tokens": 1, **body})
+        probe = RequestContext(rid, "messages", request.headers, request.read, body=chat)
+        await ResolveRoute(runtime.config.models)(probe, _resolved)
+        if probe.route_name is None or not principal.may_use(probe.route_name):
+            raise PermissionDenied(f"This key may not use the model '{body['model'][:100]}'.")
+        assert probe.route is not None
+        models = [
+            t.model if t.model != "*" else (probe.wildcard or "") for t in probe.route.targets
+        ]
+        tokens = await asyncio.to_thread(request.app[TOKENIZER].chat_prompt, chat, models)
+    except GatewayError as exc:
+        response = error_response(exc, rid)
+        response.body = dumps(anthropic_error_body(exc))
+        return response
+    return web.json_response({"input_tokens": tokens}, headers={"x-request-id": rid})
+
+
+async def _resolved(ctx: RequestContext) -> JsonReply:
+    return JsonReply(200, {})
+
+
 async def _run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
     runtime = request.app[HOLDER].current
     rid = request.app[REQUEST_IDS](request.headers)
@@ -106,27 +157,84 @@ async def _run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
     # every log line of this request carries its id (the handler runs in its own task)
     bind_contextvars(request_id=rid)
     ctx = RequestContext(rid, endpoint, request.headers, read_body)
+    anthropic = endpoint == "messages"
     try:
         reply = await runtime.handler(ctx)
     except GatewayError as exc:
-        return error_response(exc, rid)
+        response = error_response(exc, rid)
+        if anthropic:  # the caller's API, the caller's error shape
+            response.body = dumps(anthropic_error_body(exc))
+        response.headers.update(ctx.response_headers)  # x-ratelimit-* on refusals too
+        response.headers.update(exc.headers)
+        return response
     except Exception:
         return _internal_error(request, rid)
     headers = {**ctx.response_headers, "x-request-id": rid}
     if isinstance(reply, JsonReply):
         headers["x-aigateway-overhead-ms"] = f"{ctx.overhead_ms():.3f}"
-        body = reply.raw if reply.raw is not None else dumps(reply.body)
+        if anthropic and ctx.reply_format != "anthropic":
+            body = dumps(chat_to_message(reply.body, str(ctx.body.get("model", ""))))
+        else:
+            body = reply.raw if reply.raw is not None else dumps(reply.body)
         return web.Response(
             status=reply.status, body=body, headers=headers, content_type="application/json"
+        )
+    frames: _Frames = _Frames()
+    if anthropic:
+        frames = (
+            _RelayFrames()
+            if ctx.reply_format == "anthropic"
+            else _AnthropicFrames(str(ctx.body.get("model", "")))
         )
     return await _stream(
         request,
         reply,
         {**headers, **_SSE_HEADERS, "x-aigateway-overhead-ms": f"{ctx.overhead_ms():.3f}"},
+        frames,
     )
 
 
 _DONE = b"data: [DONE]\n\n"
+
+
+class _Frames:
+    """How a stream's batches reach the caller: OpenAI chunks, ``data: [DONE]``."""
+
+    def batch(self, batch: Batch) -> bytes:
+        return batch.encode()
+
+    def done(self) -> bytes:
+        return _DONE
+
+    def failed(self, exc: GatewayError) -> bytes:
+        # Bytes already reached the caller: no retry, no [DONE]; say what broke.
+        return b"data: " + dumps(exc.openai_body()) + b"\n\n"
+
+
+class _AnthropicFrames(_Frames):
+    """OpenAI chunks translated to the Anthropic event stream."""
+
+    def __init__(self, model: str) -> None:
+        self._writer = EventWriter(model)
+
+    def batch(self, batch: Batch) -> bytes:
+        return self._writer.feed([chunk.data for chunk in batch.all_chunks()])
+
+    def done(self) -> bytes:
+        return self._writer.end()
+
+    def failed(self, exc: GatewayError) -> bytes:
+        return anthropic_error_event(exc)
+
+
+class _RelayFrames(_Frames):
+    """An Anthropic upstream's own events, relayed as they came."""
+
+    def done(self) -> bytes:
+        return b""
+
+    def failed(self, exc: GatewayError) -> bytes:
+        return anthropic_error_event(exc)
 
 
 class _SSEResponse(web.StreamResponse):
@@ -137,7 +245,7 @@ class _SSEResponse(web.StreamResponse):
 
 
 async def _stream(
-    request: web.Request, reply: StreamReply, headers: dict[str, str]
+    request: web.Request, reply: StreamReply, headers: dict[str, str], frames: _Frames
 ) -> web.StreamResponse:
     resp = _SSEResponse(status=200, headers=headers)
     stream = reply.stream
@@ -145,7 +253,7 @@ async def _stream(
     ended = False
     try:
         await resp.prepare(request)
-        tail = _DONE
+        tail = b""
         status: int = 200
         error: str | None = None
         try:
@@ -153,12 +261,14 @@ async def _stream(
                 for hook in on_batch:
                     hook(batch)
                 if stream.finished:
-                    tail = batch.encode() + _DONE
+                    tail = frames.batch(batch)
                     break
-                await resp.write(batch.encode())
+                data = frames.batch(batch)
+                if data:
+                    await resp.write(data)
+            tail += frames.done()  # after the last batch: it may carry the usage
         except GatewayError as exc:
-            # Bytes already reached the caller: no retry, no [DONE]; say what broke.
-            tail = b"data: " + dumps(exc.openai_body()) + b"\n\n"
+            tail = frames.failed(exc)
             status, error = exc.status, exc.error_class
         # The exchange is over: account for it (and commit its log row) before the
         # caller gets the last bytes.
@@ -429,6 +539,8 @@ def create_app(
         routes += [
             ("POST", f"{prefix}/chat/completions", chat_completions),
             ("POST", f"{prefix}/embeddings", embeddings),
+            ("POST", f"{prefix}/messages", messages),
+            ("POST", f"{prefix}/messages/count_tokens", count_tokens),
             ("GET", f"{prefix}/models", list_models),
             ("GET", prefix + "/models/{model:.+}", get_model),
         ]

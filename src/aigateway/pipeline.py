@@ -18,7 +18,7 @@ from aigateway.config.model import Key, Project, Route, Target
 from aigateway.providers.base import Batch
 from aigateway.wire import Usage
 
-Endpoint = Literal["chat", "embeddings"]
+Endpoint = Literal["chat", "embeddings", "messages"]
 #: status recorded when the caller went away before the response was complete
 CLIENT_CLOSED = 499
 
@@ -50,6 +50,11 @@ class RequestContext:
     body: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
     client_wants_usage: bool = False
+    #: /v1/messages: the caller's Anthropic request as sent (``body`` holds it
+    #: translated to a chat request, for everything but an Anthropic target)
+    anthropic_body: dict[str, Any] | None = None
+    #: "anthropic" when the reply is already in the caller's Anthropic format
+    reply_format: Literal["openai", "anthropic"] = "openai"
     # set by route
     route_name: str | None = None
     route: Route | None = None
@@ -72,6 +77,11 @@ class RequestContext:
     status: int = 0
     error_class: str | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_chat(self) -> bool:
+        """A conversation (chat completions or Anthropic messages), not embeddings."""
+        return self.endpoint != "embeddings"
 
     def overhead_ms(self) -> float:
         """Wall time so far minus time spent waiting on upstreams."""

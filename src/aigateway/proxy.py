@@ -34,7 +34,7 @@ from aigateway.errors import (
 )
 from aigateway.estimate import estimate_prompt_tokens
 from aigateway.pipeline import Attempt, JsonReply, Reply, RequestContext, StreamReply
-from aigateway.providers.base import Batch, ProviderAdapter, StreamDecoder
+from aigateway.providers.base import Batch, NativeMessages, ProviderAdapter, StreamDecoder
 from aigateway.routing import RoutingState, TargetStats
 from aigateway.scrub import scrub
 from aigateway.tokens import Tokenizer
@@ -62,7 +62,7 @@ def _may_fall_back(exc: GatewayError) -> bool:
 
 def _prompt_estimate(ctx: RequestContext, targets: Sequence[Target]) -> int:
     """Tokens the prompt needs, estimated only when some target declares a window."""
-    if ctx.endpoint != "chat" or all(t.context_window is None for t in targets):
+    if not ctx.is_chat or all(t.context_window is None for t in targets):
         return 0
     return estimate_prompt_tokens(ctx.body)
 
@@ -239,7 +239,17 @@ class Proxy:
         payload = ctx.body
         if target.max_tokens or target.params:
             payload = _for_target(payload, target)
-        if ctx.endpoint == "chat":
+        native = ctx.anthropic_body is not None and isinstance(adapter, NativeMessages)
+        if native:  # an Anthropic caller and an Anthropic target: nothing to translate
+            assert ctx.anthropic_body is not None and isinstance(adapter, NativeMessages)
+            req = adapter.messages_request(
+                ctx.anthropic_body,
+                model,
+                stream=ctx.stream,
+                api_key=api_key,
+                caller_headers=ctx.headers,
+            )
+        elif ctx.is_chat:
             req = adapter.chat_request(payload, model, stream=ctx.stream, api_key=api_key)
         else:
             req = adapter.embeddings_request(payload, model, api_key=api_key)
@@ -255,13 +265,19 @@ class Proxy:
                     body = await resp.read(MAX_ERROR_BYTES)
                     raise adapter.error(resp.status, resp.headers, body)
                 if req.stream:
-                    decoder = adapter.stream_decoder(client_wants_usage=ctx.client_wants_usage)
+                    decoder = (
+                        adapter.messages_stream_decoder()
+                        if isinstance(adapter, NativeMessages) and native
+                        else adapter.stream_decoder(client_wants_usage=ctx.client_wants_usage)
+                    )
                     tok = self._tokenizer
                     if tok is not None and tok.has(model):
                         decoder.state.counter = partial(tok.count, model=model)
                     first = await _first_batch(resp, decoder)
             stats.observe_ttfb(time.perf_counter() - started)
             breaker.on_success()
+            if native:
+                ctx.reply_format = "anthropic"
             if req.stream:
                 ctx.first_byte_s = time.perf_counter() - ctx.started
                 _served(ctx, handle.name, decoder.state.served_model or target.model)
@@ -269,13 +285,14 @@ class Proxy:
                 prompt = partial(self._prompt_tokens, ctx, model)
                 return StreamReply(_Relay(ctx, resp, decoder, first, secrets, stats, clock, prompt))
             body = await resp.read()
-            parsed = (
-                adapter.parse_chat(body)
-                if ctx.endpoint == "chat"
-                else (adapter.parse_embeddings(body))
-            )
+            if isinstance(adapter, NativeMessages) and native:
+                parsed = adapter.parse_messages(body)
+            elif ctx.is_chat:
+                parsed = adapter.parse_chat(body)
+            else:
+                parsed = adapter.parse_embeddings(body)
             ctx.usage = parsed.usage
-            if parsed.usage is None and ctx.endpoint == "chat":
+            if parsed.usage is None and ctx.is_chat and not native:
                 self._estimate_usage(ctx, model, parsed.body)
             _served(ctx, handle.name, parsed.served_model or target.model)
             return JsonReply(200, parsed.body, parsed.raw)
@@ -410,7 +427,7 @@ class _Relay:
         ctx = self._ctx
         state = self._decoder.state
         ctx.usage = state.usage
-        if state.usage is None and ctx.endpoint == "chat":
+        if state.usage is None and ctx.is_chat:
             # cut short, the caller gone, or a server that sends no usage: count it
             ctx.usage = Usage(self._prompt_tokens(), state.output_tokens)
             ctx.usage_estimated = True

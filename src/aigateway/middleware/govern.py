@@ -94,7 +94,7 @@ class Govern:
         admission = await self._store.admit(plan, time.time())
         if not admission.admitted:
             raise self._refusal(ctx, plan, admission)
-        if plan.quotas and asked is None and ctx.endpoint == "chat":
+        if plan.quotas and asked is None and ctx.is_chat:
             ctx.body["max_tokens"] = admission.units  # what the budgets can pay for
         ctx.response_headers.update(rate_headers(admission.rates))
         try:
@@ -130,13 +130,13 @@ class Govern:
         facts = self._route_facts(ctx)
         prompt = 0
         if policy.counts_tokens(ctx.route_name):
-            if ctx.endpoint == "chat":
+            if ctx.is_chat:
                 prompt = self._tokenizer.chat_prompt(ctx.body, facts.models)
             else:
                 prompt = self._tokenizer.embeddings_input(ctx.body, facts.models)
             ctx.prompt_tokens_est = prompt
         asked = _asked_max_tokens(ctx.body)
-        if ctx.endpoint != "chat":
+        if not ctx.is_chat:
             low = high = 0
         elif asked is not None:
             low = high = min(asked, facts.cap or asked)

@@ -12,6 +12,7 @@ from typing import Any
 
 from aigateway.errors import InvalidRequest, UnsupportedMediaType
 from aigateway.pipeline import Handler, Reply, RequestContext
+from aigateway.providers.anthropic_inbound import messages_to_chat, validate_messages
 from aigateway.wire import validate_chat, validate_embeddings
 
 #: deepest nesting accepted; far beyond any real request, far below the C stack
@@ -95,6 +96,12 @@ class ParseBody:
             req = validate_chat(body)
             ctx.stream = req.stream
             ctx.client_wants_usage = bool(req.stream_options and req.stream_options.include_usage)
+        elif ctx.endpoint == "messages":
+            validate_messages(body)
+            ctx.anthropic_body = body
+            ctx.stream = body.get("stream") is True
+            ctx.client_wants_usage = True  # message_delta carries the usage
+            body = messages_to_chat(body)
         else:
             validate_embeddings(body)
         ctx.body = body

@@ -85,6 +85,52 @@ class AnthropicAdapter:
             stream=stream,
         )
 
+    # --- the Anthropic API passed through (inbound /v1/messages) ----------------------
+
+    def messages_request(
+        self,
+        body: Mapping[str, Any],
+        model: str,
+        *,
+        stream: bool,
+        api_key: str | None,
+        caller_headers: Mapping[str, str],
+    ) -> UpstreamRequest:
+        """The caller's own Messages request, unchanged but for the model, with its
+        ``anthropic-version`` and ``anthropic-beta`` (merged with the provider's)."""
+        headers = dict(self._headers)
+        version = caller_headers.get("anthropic-version")
+        if version and len(version) < 64 and version.isprintable():
+            headers["anthropic-version"] = version
+        betas = list(self._config.beta)
+        for beta in (caller_headers.get("anthropic-beta") or "").split(","):
+            beta = beta.strip()
+            if beta and beta not in betas and len(beta) < 100 and beta.isprintable():
+                betas.append(beta)
+        if betas:
+            headers["anthropic-beta"] = ",".join(betas)
+        key = api_key or self._api_key
+        if key:
+            headers["x-api-key"] = key
+        out = {**body, "model": model}
+        return UpstreamRequest(
+            "POST",
+            self._url,
+            headers,
+            json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode(),
+            stream=stream,
+        )
+
+    def parse_messages(self, body: bytes) -> Parsed:
+        data = _json_object(body)
+        if data.get("type") != "message":
+            raise UpstreamProtocolError("The provider's response is not an Anthropic message.")
+        model = data.get("model") if isinstance(data.get("model"), str) else None
+        return Parsed(data, Usage.from_anthropic(data.get("usage")), raw=body, served_model=model)
+
+    def messages_stream_decoder(self) -> AnthropicRelay:
+        return AnthropicRelay()
+
     def embeddings_request(
         self, body: Mapping[str, Any], model: str, *, api_key: str | None
     ) -> UpstreamRequest:
@@ -556,3 +602,56 @@ class AnthropicStreamDecoder:
                 raise UpstreamStatusError(529, said or "The provider is overloaded.")
             raise UpstreamProtocolError(said or "The provider's stream failed.")
         return []  # ping, content_block_stop, signature deltas, events added later
+
+
+class AnthropicRelay:
+    """An Anthropic stream relayed byte for byte to an Anthropic caller; its events
+    are read on the side for the served model, the usage and the end."""
+
+    def __init__(self) -> None:
+        self._sse = SSEDecoder()
+        self._usage: dict[str, Any] = {}
+        self.state = StreamState()
+
+    def feed(self, data: bytes) -> Batch:
+        try:
+            events = self._sse.feed(data)
+        except SSEError as exc:
+            raise UpstreamProtocolError(f"The provider's stream is malformed: {exc}") from None
+        for event in events:
+            self._read(event)
+        return Batch([data])
+
+    def end(self) -> Batch:
+        try:
+            for event in self._sse.end():
+                self._read(event)
+        except SSEError as exc:
+            raise UpstreamProtocolError(f"The provider's stream is malformed: {exc}") from None
+        if not self.state.finished:
+            raise UpstreamProtocolError("The provider's stream ended before it was complete.")
+        return Batch()
+
+    def _read(self, event: SSEEvent) -> None:
+        try:
+            data = json.loads(event.data)
+        except (ValueError, RecursionError):
+            raise UpstreamProtocolError("The provider sent a malformed stream event.") from None
+        if not isinstance(data, dict):
+            return
+        kind = data.get("type") or event.event
+        if kind == "message_start":
+            message = _dict(data.get("message"))
+            if isinstance(message.get("model"), str):
+                self.state.served_model = message["model"]
+            self._usage.update(_dict(message.get("usage")))
+        elif kind == "message_delta":
+            self._usage.update(_dict(data.get("usage")))
+        elif kind == "content_block_delta":
+            delta = _dict(data.get("delta"))
+            text = delta.get("text") or delta.get("partial_json")
+            if isinstance(text, str):
+                self.state.add_output(json.dumps({"content": text}).encode())
+        elif kind in ("message_stop", "error"):
+            self.state.finished = True  # an error event reaches the caller as it came
+            self.state.usage = Usage.from_anthropic(self._usage)
