@@ -16,6 +16,7 @@ from aigateway.config.model import (
     AnthropicProvider,
     AzureProvider,
     GatewayConfig,
+    GeminiProvider,
     MockProvider,
     ProviderConfig,
 )
@@ -36,6 +37,7 @@ from aigateway.pricing import PriceBook
 from aigateway.promptlog import PromptLog
 from aigateway.providers.anthropic import AnthropicAdapter
 from aigateway.providers.azure import AzureAdapter
+from aigateway.providers.gemini import GeminiAdapter
 from aigateway.providers.mock import MockEngine
 from aigateway.providers.openai import OpenAIAdapter
 from aigateway.proxy import ProviderHandle, Proxy
@@ -118,6 +120,15 @@ def _provider(name: str, cfg: ProviderConfig, http: Transport) -> ProviderHandle
         return ProviderHandle(
             name,
             AnthropicAdapter(cfg, api_key=key, clock=time.time),
+            http,
+            cfg.timeouts,
+            (key,) if key else (),
+        )
+    if isinstance(cfg, GeminiProvider):
+        key = cfg.api_key.get_secret_value() if cfg.api_key else None
+        return ProviderHandle(
+            name,
+            GeminiAdapter(cfg, api_key=key, clock=time.time),
             http,
             cfg.timeouts,
             (key,) if key else (),

@@ -268,6 +268,16 @@ class AzureProvider(_ProviderBase):
         return self.endpoint.rstrip("/") + "/openai"
 
 
+class GeminiProvider(_ProviderBase):
+    """Google's Gemini API (AI Studio key); callers keep using chat completions."""
+
+    type: Literal["gemini"]
+    base_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")] = (
+        "https://generativelanguage.googleapis.com/v1beta"
+    )
+    api_key: SecretStr | None = None
+
+
 class ThinkingBudgets(Strict):
     """``reasoning_effort`` → Anthropic ``thinking.budget_tokens``."""
 
@@ -296,7 +306,7 @@ class AnthropicProvider(_ProviderBase):
 
 
 ProviderConfig = Annotated[
-    OpenAIProvider | AzureProvider | AnthropicProvider | MockProvider,
+    OpenAIProvider | AzureProvider | AnthropicProvider | GeminiProvider | MockProvider,
     Field(discriminator="type"),
 ]
 
