@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 from aiohttp import web
@@ -261,6 +264,10 @@ async def test_openai_sdk_through_gemini(make_gateway: GatewayFactory) -> None:
             )  # fmt: skip
             chunks = [ch async for ch in stream]
             vectors = await c.embeddings.create(model="gem-embed", input=["a", "b"])
+            # the SDK asked for base64 there (its default) and decoded it; ask for floats too
+            floats = await c.embeddings.create(
+                model="gem-embed", input="a", encoding_format="float"
+            )
         path, headers, _ = seen[0]
         assert path == "/v1beta/models/gemini-2.5-flash:generateContent"
         assert headers["x-goog-api-key"] == KEY
@@ -275,6 +282,17 @@ async def test_openai_sdk_through_gemini(make_gateway: GatewayFactory) -> None:
         assert first.usage is not None and usage[0] is not None
         assert usage[0].completion_tokens == first.usage.completion_tokens == 7
         assert [v.embedding for v in vectors.data] == [[0.5, 0.25], [0.5, 0.25]]
+        assert floats.data[0].embedding == [0.5, 0.25]
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                gw.url + "/embeddings",
+                json={"model": "gem-embed", "input": "a", "encoding_format": "base64"},
+                headers={"authorization": f"Bearer {OTHER_KEY}"},
+            ) as raw,
+        ):
+            packed = (await raw.json())["data"][0]["embedding"]
+        assert struct.unpack("<2f", base64.b64decode(packed)) == (0.5, 0.25)
         assert KEY not in gw.log.getvalue()
     finally:
         await server.close()

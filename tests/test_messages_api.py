@@ -230,3 +230,40 @@ async def test_limits_apply_to_messages_too(both: Both) -> None:
             )
     assert limited.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
     assert limited.value.response.headers["retry-after"]
+
+
+async def test_streamed_tool_use_from_an_openai_upstream(both: Both) -> None:
+    gw, _ = await both()
+    base = {"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o"}
+    call = {"index": 0, "id": "call_7", "type": "function",
+            "function": {"name": "weather", "arguments": ""}}  # fmt: skip
+    events = [
+        {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Let me"},
+                              "finish_reason": None}]},
+        {**base, "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]},
+        {**base, "choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "function": {"arguments": '{"city": '}}]}, "finish_reason": None}]},
+        {**base, "choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "function": {"arguments": '"Oslo"}'}}]}, "finish_reason": None}]},
+        {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        {**base, "choices": [], "usage": {"prompt_tokens": 20, "completion_tokens": 8,
+                                           "total_tokens": 28}},
+        b"[DONE]",
+    ]  # fmt: skip
+    gw.upstream.script.append(Reply(events=events))
+    async with (
+        client(gw, KEY) as c,
+        c.messages.stream(
+            model="gpt-4o",
+            max_tokens=50,
+            messages=[{"role": "user", "content": "Oslo?"}],
+            tools=[TOOL],
+        ) as stream,
+    ):
+        final = await stream.get_final_message()
+    assert [b.type for b in final.content] == ["text", "tool_use"]
+    assert final.content[0].type == "text" and final.content[0].text == "Let me"
+    tool = final.content[1]
+    assert tool.type == "tool_use" and tool.id == "call_7" and tool.input == {"city": "Oslo"}
+    assert final.stop_reason == "tool_use"
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (20, 8)

@@ -14,6 +14,8 @@ failure ends the stream with an error event.
 from __future__ import annotations
 
 import asyncio
+import base64
+import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -34,7 +36,13 @@ from aigateway.errors import (
 )
 from aigateway.estimate import estimate_prompt_tokens
 from aigateway.pipeline import Attempt, JsonReply, Reply, RequestContext, StreamReply
-from aigateway.providers.base import Batch, NativeMessages, ProviderAdapter, StreamDecoder
+from aigateway.providers.base import (
+    Batch,
+    NativeMessages,
+    Parsed,
+    ProviderAdapter,
+    StreamDecoder,
+)
 from aigateway.routing import RoutingState, TargetStats
 from aigateway.scrub import scrub
 from aigateway.tokens import Tokenizer
@@ -291,6 +299,8 @@ class Proxy:
                 parsed = adapter.parse_chat(body)
             else:
                 parsed = adapter.parse_embeddings(body)
+                if ctx.body.get("encoding_format") == "base64":
+                    _as_base64(parsed)
             ctx.usage = parsed.usage
             if parsed.usage is None and ctx.is_chat and not native:
                 self._estimate_usage(ctx, model, parsed.body)
@@ -335,6 +345,16 @@ async def _first_batch(resp: UpstreamResponse, decoder: StreamDecoder) -> Batch:
         if batch:
             return batch
     return decoder.end()
+
+
+def _as_base64(parsed: Parsed) -> None:
+    """Vectors a provider sent as numbers, packed as the caller asked (little-endian
+    float32, base64: what the OpenAI SDK requests by default)."""
+    for item in parsed.body.get("data") or ():
+        vector = item.get("embedding") if isinstance(item, dict) else None
+        if isinstance(vector, list):
+            item["embedding"] = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            parsed.raw = None  # re-encoded: the body changed
 
 
 def _answer_text(body: dict[str, Any]) -> str:
