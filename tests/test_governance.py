@@ -161,6 +161,8 @@ async def test_budget_caps_max_tokens_then_refuses_with_insufficient_quota(
     assert gw.upstream.calls == 1
     assert gw.metrics.limited.values[("acme", "acme-key", "budget")] == 1
     assert gw.metrics.budget_remaining.values[("project:acme", "day", "usd")] == 0.0
+    # at admission the whole budget was reserved for the first request
+    assert gw.metrics.budget_reserved.values[("project:acme", "day", "usd")] == pytest.approx(usd)
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])

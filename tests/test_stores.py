@@ -42,6 +42,7 @@ async def test_reserve_then_settle_counts_what_was_spent(store: LimitStore) -> N
         Plan("r2", (quota(1000, 0, 1),), min_units=1, max_units=1000), time.time()
     )
     assert second.free == [850] and second.units == 850
+    assert second.reserved == [150]  # r1's hold, as the store saw it
     await store.settle(Settlement("r1", (("q:k:a:day:d:usd", 120, None),)), time.time())
     await store.settle(Settlement("r2", (("q:k:a:day:d:usd", 0, None),)), time.time())
     assert await store.spent("q:k:a:day:d:usd") == 120

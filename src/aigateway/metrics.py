@@ -209,6 +209,12 @@ class Metrics:
             "scope (project:NAME, key:ID), window and unit.",
             ["scope", "window", "unit"],
         )
+        self.budget_reserved = LoopGaugeVec(
+            "aigateway_budget_reserved",
+            "What a budget held reserved for requests in flight when one was last admitted "
+            "(USD or tokens), per scope, window and unit.",
+            ["scope", "window", "unit"],
+        )
         self.limited = LoopCounter(
             "aigateway_limited_requests",
             "Requests refused by a limit: reason rate, concurrency, budget or state_unavailable.",
@@ -257,6 +263,7 @@ class Metrics:
             self.genai_duration,
             self.genai_ttft,
             self.budget_remaining,
+            self.budget_reserved,
             self.limited,
             self.state_errors,
             self.estimated_usage,

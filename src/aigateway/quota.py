@@ -81,6 +81,8 @@ class Admission:
     rates: list[RateStatus] = field(default_factory=list)
     #: per quota check: what was free before this request reserved
     free: list[int] = field(default_factory=list)
+    #: per quota check: what other requests held reserved when this one was admitted
+    reserved: list[int] = field(default_factory=list)
     refused: Refusal | None = None
     #: which check refused (index into the plan's list of that kind)
     refused_index: int = -1

@@ -71,6 +71,7 @@ class MemoryStore:
             self._sweep(now)
         quotas = [self._quota(q.key, q.ends, now) for q in plan.quotas]
         free = [q.limit - s.spent - s.reserved for q, s in zip(plan.quotas, quotas, strict=True)]
+        reserved = [s.reserved for s in quotas]
         units, refused = grant(plan, free)
         if refused >= 0:
             return Admission(False, free=free, refused="budget", refused_index=refused)
@@ -111,7 +112,7 @@ class MemoryStore:
             held[plan.request_id] = until
             if until < self._slot_expiry.get(slot.key, math.inf):
                 self._slot_expiry[slot.key] = until
-        return Admission(True, units=units, rates=statuses, free=free)
+        return Admission(True, units=units, rates=statuses, free=free, reserved=reserved)
 
     async def settle(self, settlement: Settlement, now: float) -> None:
         self.settle_now(settlement, now)

@@ -58,7 +58,7 @@ local rid, lease = ARGV[1], tonumber(ARGV[2])
 local min_units, units = tonumber(ARGV[3]), tonumber(ARGV[4])
 local nq, nr, ns = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local a, k = 8, 1
-local free, quotas = {}, {}
+local free, held, quotas = {}, {}, {}
 for j = 1, nq do
   local q, qz = KEYS[k], KEYS[k + 1]
   local limit, fixed, per, ends = tonumber(ARGV[a]), tonumber(ARGV[a + 1]),
@@ -67,6 +67,7 @@ for j = 1, nq do
   local v = redis.call('HMGET', q, 'spent', 'reserved')
   local left = limit - (tonumber(v[1]) or 0) - (tonumber(v[2]) or 0)
   free[j] = left
+  held[j] = tonumber(v[2]) or 0
   quotas[j] = {q, qz, fixed, per, ends}
   local room = left - fixed
   if per > 0 and room >= 0 then room = math.floor(room / per)
@@ -108,7 +109,7 @@ for _, q in ipairs(quotas) do
     redis.call('EXPIREAT', q[1], q[5]); redis.call('EXPIREAT', q[2], q[5])
   end
 end
-local out = {1, 'ok', units, f(now), free}
+local out = {1, 'ok', units, f(now), free, held}
 for _, r in ipairs(rates) do
   redis.call('HSET', r[1], 'i', r[2], 'p', f(r[3]), 'c', f(r[4]))
   redis.call('EXPIRE', r[1], 3 * W)
@@ -271,10 +272,10 @@ def _admission(plan: Plan, out: list[Any]) -> Admission:
             False, free=_ints(free), refused="concurrency", refused_index=index, retry_after_s=1.0
         )
     units, now = int(out[2]), float(out[3])
-    free = _ints(out[4])
+    free, held = _ints(out[4]), _ints(out[5])
     statuses = []
     for j, check in enumerate(plan.rates):
-        prev, curr = float(out[5 + 2 * j]), float(out[6 + 2 * j])
+        prev, curr = float(out[6 + 2 * j]), float(out[7 + 2 * j])
         used = limits.sliding_count(prev, curr, now)
         statuses.append(
             RateStatus(
@@ -284,7 +285,7 @@ def _admission(plan: Plan, out: list[Any]) -> Admission:
                 limits.reset_s(prev, curr, now),
             )
         )
-    return Admission(True, units=units, rates=statuses, free=free)
+    return Admission(True, units=units, rates=statuses, free=free, reserved=held)
 
 
 def _ints(values: Any) -> list[int]:

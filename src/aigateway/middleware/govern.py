@@ -94,6 +94,8 @@ class Govern:
         admission = await self._store.admit(plan, time.time())
         if not admission.admitted:
             raise self._refusal(ctx, plan, admission)
+        if plan.quotas:
+            self._gauge_reserved(plan, admission)
         if plan.quotas and asked is None and ctx.is_chat:
             ctx.body["max_tokens"] = admission.units  # what the budgets can pay for
         ctx.response_headers.update(rate_headers(admission.rates))
@@ -121,6 +123,17 @@ class Govern:
         if left is not None:
             ctx.response_headers["x-aigateway-budget-remaining-usd"] = _usd(left)
         return reply
+
+    def _gauge_reserved(self, plan: Plan, admission: Admission) -> None:
+        gauge = self._metrics.budget_reserved
+        mine = _reserved(plan, admission.units)
+        for check, held, own in zip(plan.quotas, admission.reserved, mine, strict=False):
+            _, window = _describe(check.key)
+            value = held + own
+            gauge.set(
+                (_scope_label(check.key), window, check.unit),
+                value / 1e9 if check.unit == "usd" else float(value),
+            )
 
     # --- admission -------------------------------------------------------------------
 
