@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "state_redis": 3,
     "state_fallback": 3,
     "redact": 1,
+    "guard": 1,
     "ledger": 1,
     "promptlog": 3,
     "logread": 3,

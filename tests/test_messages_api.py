@@ -267,3 +267,21 @@ async def test_streamed_tool_use_from_an_openai_upstream(both: Both) -> None:
     assert tool.type == "tool_use" and tool.id == "call_7" and tool.input == {"city": "Oslo"}
     assert final.stop_reason == "tool_use"
     assert (final.usage.input_tokens, final.usage.output_tokens) == (20, 8)
+
+
+async def test_guardrails_redact_what_an_anthropic_upstream_gets(both: Both) -> None:
+    gw, fake = await both(
+        edit=lambda t: t.replace("other: {}", "other: {guardrails: {email: redact}}")
+    )
+    async with client(gw) as c:
+        await c.messages.create(
+            model="claude-x",
+            max_tokens=20,
+            system="Reply to ann@example.com",
+            messages=[
+                {"role": "user", "content": [{"type": "text", "text": "cc bob@example.com"}]}
+            ],
+        )
+    sent = fake.seen[0].body
+    assert sent["system"] == "Reply to [REDACTED:email]"
+    assert sent["messages"][0]["content"][0]["text"] == "cc [REDACTED:email]"

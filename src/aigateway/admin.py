@@ -14,9 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
-from aigateway import __version__, logread
+from aigateway import __version__, guard, logread
 from aigateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, NotFound
 from aigateway.keys import digest, key_from_headers
+from aigateway.middleware.parse import parse_json
 from aigateway.promptlog import log_files
 from aigateway.web_common import (
     HOLDER,
@@ -121,5 +122,25 @@ async def usage(request: web.Request) -> web.StreamResponse:
             return logread.stats(rows, by=by, series=series)
 
         return await asyncio.to_thread(summarise)  # reading a big log is not for the loop
+
+    return await _guarded(request, run)
+
+
+async def guardrails_test(request: web.Request) -> web.StreamResponse:
+    """``{"text", "project"?, "key"?, "route"?}`` → the hits and the text as sent on."""
+
+    async def run(request: web.Request) -> dict[str, Any]:
+        body = parse_json(await request.read())
+        text = body.get("text")
+        if not isinstance(text, str):
+            raise InvalidRequest("text: a string is required", param="text")
+        scope = {name: body.get(name) for name in ("project", "key", "route")}
+        for name, value in scope.items():
+            if value is not None and not isinstance(value, str):
+                raise InvalidRequest(f"{name}: a string is required", param=name)
+        try:
+            return guard.try_text(request.app[HOLDER].current.config, text, **scope)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
 
     return await _guarded(request, run)

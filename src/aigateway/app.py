@@ -549,6 +549,7 @@ def create_app(
         ("GET", "/admin/config", admin.effective_config),
         ("GET", "/admin/health", admin.health),
         ("GET", "/admin/usage", admin.usage),
+        ("POST", "/admin/guardrails/test", admin.guardrails_test),
         ("GET", "/healthz", healthz),
         ("GET", "/readyz", readyz),
         ("GET", "/metrics", metrics_endpoint),

@@ -9,7 +9,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 
-from aigateway import __version__, cli_log
+from aigateway import __version__, cli_log, guard
 from aigateway.config.load import LoadedConfig, load_config
 from aigateway.config.model import compile_name_pattern
 from aigateway.config.support import unenforced
@@ -62,6 +62,16 @@ def _parser() -> argparse.ArgumentParser:
     models.set_defaults(func=_models)
 
     cli_log.add_parser(sub)
+
+    guard = sub.add_parser("guardrails", help="guardrails")
+    guard_sub = guard.add_subparsers(dest="guard_command", required=True)
+    test = guard_sub.add_parser("test", help="show what a text would trigger")
+    test.add_argument("text", help="the text, or - to read standard input")
+    test.add_argument("--config", "-c", default="gateway.yaml", help="path to gateway.yaml")
+    test.add_argument("--project")
+    test.add_argument("--key", help="a key id")
+    test.add_argument("--route", help="a route (model name)")
+    test.set_defaults(func=_guardrails_test)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda _args: print(f"aigateway {__version__}") or 0)
@@ -153,6 +163,29 @@ def _models(args: argparse.Namespace) -> int:
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     for line in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    return 0
+
+
+def _guardrails_test(args: argparse.Namespace) -> int:
+    loaded = _load(args.config)
+    if loaded is None:
+        return 1
+    text = sys.stdin.read() if args.text == "-" else args.text
+    try:
+        result = guard.try_text(
+            loaded.config, text, project=args.project, key=args.key, route=args.route
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for hit in result["hits"]:  # type: ignore[attr-defined]
+        print(f"{hit['rule']}: {hit['action']}")
+    if result["blocked"]:
+        print(f"blocked by '{result['blocked']}'")
+        return 1
+    if not result["hits"]:
+        print("no guardrail triggered")
+    print(f"sent on as: {result['text']}")
     return 0
 
 

@@ -49,6 +49,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("ttfb_ms", "REAL"),
     ("overhead_ms", "REAL NOT NULL"),
     ("labels", "TEXT NOT NULL"),  # JSON: the key's and project's labels
+    ("guardrails", "TEXT"),  # JSON: ["request:card:redact", ...]; never the matched text
     ("request_body", "TEXT"),  # redacted; NULL with prompt_log mode metadata
     ("response_body", "TEXT"),
 )

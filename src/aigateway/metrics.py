@@ -215,6 +215,11 @@ class Metrics:
             "(USD or tokens), per scope, window and unit.",
             ["scope", "window", "unit"],
         )
+        self.guardrail_hits = LoopCounter(
+            "aigateway_guardrail_hits",
+            "Guardrail hits by project, rule, action and direction (request, response).",
+            ["project", "rule", "action", "direction"],
+        )
         self.limited = LoopCounter(
             "aigateway_limited_requests",
             "Requests refused by a limit: reason rate, concurrency, budget or state_unavailable.",
@@ -264,6 +269,7 @@ class Metrics:
             self.genai_ttft,
             self.budget_remaining,
             self.budget_reserved,
+            self.guardrail_hits,
             self.limited,
             self.state_errors,
             self.estimated_usage,

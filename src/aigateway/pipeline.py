@@ -55,6 +55,8 @@ class RequestContext:
     anthropic_body: dict[str, Any] | None = None
     #: "anthropic" when the reply is already in the caller's Anthropic format
     reply_format: Literal["openai", "anthropic"] = "openai"
+    #: guardrail hits, "direction:rule:action" (never the matched text)
+    guardrail_hits: list[str] = field(default_factory=list)
     # set by route
     route_name: str | None = None
     route: Route | None = None

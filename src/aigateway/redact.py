@@ -13,15 +13,15 @@ from typing import Any
 
 from aigateway.config.model import Redaction
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
-_PHONE = re.compile(
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+PHONE = re.compile(
     r"(?<![\w+])\+\d{1,3}[ .-]?(?:\(\d{1,4}\)|\d{1,4})(?:[ .-]?\d{2,4}){2,4}(?![\w:])"  # +cc ...
     r"|(?<![\w(])(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}(?![\w:])"  # (415) 555-0100
 )
 #: (literal that must appear, lower-cased when the pattern ignores case; pattern).
 #: The literal check is C-speed and skips almost every pattern on ordinary text.
-_SECRETS: tuple[tuple[str, bool, re.Pattern[str]], ...] = (
+SECRETS: tuple[tuple[str, bool, re.Pattern[str]], ...] = (
     (
         "PRIVATE KEY-----",
         False,
@@ -50,7 +50,7 @@ _NO_DIGITS = str.maketrans("", "", "0123456789")
 _MIN_CHARS = 6
 
 
-def _luhn(digits: str) -> bool:
+def luhn(digits: str) -> bool:
     total = 0
     for i, ch in enumerate(reversed(digits)):
         d = ord(ch) - 48
@@ -62,12 +62,12 @@ def _luhn(digits: str) -> bool:
 
 def _card(match: re.Match[str]) -> str:
     digits = re.sub(r"\D", "", match.group())
-    return "[REDACTED:card]" if _luhn(digits) else match.group()
+    return "[REDACTED:card]" if luhn(digits) else match.group()
 
 
 class Redactor:
     def __init__(self, config: Redaction) -> None:
-        self._secrets = _SECRETS if config.secrets else ()
+        self._secrets = SECRETS if config.secrets else ()
         self._emails = config.emails
         self._cards = config.card_numbers
         self._phones = config.phone_numbers
@@ -80,12 +80,12 @@ class Redactor:
                 if literal in (lower if folded else text):
                     text = pattern.sub("[REDACTED:secret]", text)
         if self._emails and "@" in text:
-            text = _EMAIL.sub("[REDACTED:email]", text)
+            text = EMAIL.sub("[REDACTED:email]", text)
         if (self._cards or self._phones) and len(text) - len(text.translate(_NO_DIGITS)) >= 10:
             if self._cards:
-                text = _CARD.sub(_card, text)
+                text = CARD.sub(_card, text)
             if self._phones:
-                text = _PHONE.sub("[REDACTED:phone]", text)
+                text = PHONE.sub("[REDACTED:phone]", text)
         for pattern in self._custom:
             text = pattern.sub("[REDACTED]", text)
         return text

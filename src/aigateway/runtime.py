@@ -25,6 +25,7 @@ from aigateway.metrics import Metrics
 from aigateway.middleware.account import Account
 from aigateway.middleware.auth import Authenticate
 from aigateway.middleware.govern import Govern, Spawn
+from aigateway.middleware.guard import Guard
 from aigateway.middleware.observe import Observe
 from aigateway.middleware.parse import ParseBody
 from aigateway.middleware.record import Record
@@ -94,6 +95,8 @@ def build_runtime(
         ParseBody(),
         ResolveRoute(config.models),
     ]
+    if _has_guardrails(config):
+        middlewares.append(Guard(config, metrics))
     policies = compile_policies(config)
     if policies:  # no limits anywhere: not even a dict lookup per request
         middlewares.append(
@@ -155,6 +158,14 @@ def _provider(name: str, cfg: ProviderConfig, http: Transport) -> ProviderHandle
         http,
         cfg.timeouts,
         (secret,) if secret else (),
+    )
+
+
+def _has_guardrails(config: GatewayConfig) -> bool:
+    return (
+        any(p.guardrails for p in config.projects.values())
+        or any(k.guardrails for k in config.keys)
+        or any(r.guardrails for r in config.models.values())
     )
 
 

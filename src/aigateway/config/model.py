@@ -360,6 +360,62 @@ class Route(Strict):
     content_filter_fallback: Target | None = None
     #: shown in /v1/models as owned_by
     owned_by: str = "aigateway"
+    guardrails: Guardrails | None = None
+
+
+GuardAction = Literal["off", "log", "redact", "block"]
+
+
+class GuardPattern(Strict):
+    #: shown in errors, metrics and the prompt log (never the matched text)
+    name: Name
+    regex: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+    action: GuardAction = "block"
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, regex: str) -> str:
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return regex
+
+
+class Guardrails(Strict):
+    """What to do when a request (or answer) contains personal data, secrets or an
+    injection attempt. Unset fields inherit: project, then key, then route."""
+
+    email: GuardAction | None = None
+    phone: GuardAction | None = None
+    #: 13-19 digits passing the Luhn check
+    card: GuardAction | None = None
+    #: IBANs passing the mod-97 check
+    iban: GuardAction | None = None
+    #: US social security numbers (AAA-GG-SSSS)
+    ssn: GuardAction | None = None
+    #: IPv4 addresses
+    ip: GuardAction | None = None
+    #: API keys and tokens, private keys, JWTs
+    secrets: GuardAction | None = None
+    #: prompt-injection phrases ("ignore previous instructions", ...)
+    injection: Literal["off", "log", "block"] | None = None
+    #: more injection phrases (regular expressions, case-insensitive)
+    injection_phrases: list[Annotated[str, StringConstraints(min_length=1, max_length=500)]] = []
+    patterns: list[GuardPattern] = []
+    #: also check whole (non-streamed) answers: log, redact, or block (the answer is
+    #: withheld, finish_reason content_filter)
+    responses: bool | None = None
+
+    @field_validator("injection_phrases")
+    @classmethod
+    def _phrases_compile(cls, phrases: list[str]) -> list[str]:
+        for phrase in phrases:
+            try:
+                re.compile(phrase)
+            except re.error as exc:
+                raise ValueError(f"{phrase!r} is not a regular expression: {exc}") from None
+        return phrases
 
 
 class Price(Strict):
@@ -408,6 +464,7 @@ class Project(Strict):
     rate_limits: RateLimits | None = None
     budgets: list[Budget] = []
     prompt_log: LogMode | None = None
+    guardrails: Guardrails | None = None
     provider_keys: dict[Name, SecretStr] = {}
     labels: dict[LabelKey, Label] = {}
 
@@ -422,6 +479,7 @@ class Key(Strict):
     #: limits of this key on one route, on top of its own and its project's
     route_rate_limits: dict[RouteName, RateLimits] = {}
     budgets: list[Budget] = []
+    guardrails: Guardrails | None = None
     expires_at: AwareDatetime | None = None
     disabled: bool = False
     labels: dict[LabelKey, Label] = {}

@@ -165,6 +165,7 @@ class Record:
             "ttfb_ms": None if ctx.first_byte_s is None else round(ctx.first_byte_s * 1000, 3),
             "overhead_ms": round(ctx.overhead_ms(), 3),
             "labels": self._labels.get(key_id or "", "{}"),
+            "guardrails": json.dumps(ctx.guardrail_hits) if ctx.guardrail_hits else None,
             "request_body": self._body(ctx.body) if ctx.body and self._full(ctx) else None,
             "response_body": response,
         }

@@ -1,0 +1,131 @@
+"""Guardrails on the request path: after routing, before limits and budgets.
+
+The rules for a request merge its project's, its key's and its route's
+``guardrails`` (resolved once per key and route). Every text a caller sends
+(message contents, text parts, an Anthropic caller's system prompt and tool
+results) is scanned; redactions change what goes upstream; a block is a 400
+naming the rule. With ``responses: true`` whole answers are scanned too. Hits are
+counted per rule and action and recorded in the prompt log, never the matched text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aigateway.config.model import GatewayConfig
+from aigateway.errors import InvalidRequest
+from aigateway.guard import Blocked, Rules, compile_rules, merge
+from aigateway.metrics import Metrics
+from aigateway.pipeline import Handler, JsonReply, Reply, RequestContext
+
+Hits = list[tuple[str, str]]
+
+
+class GuardrailBlocked(InvalidRequest):
+    code = "guardrail_blocked"
+
+
+class Guard:
+    def __init__(self, config: GatewayConfig, metrics: Metrics) -> None:
+        self._config = config
+        self._metrics = metrics
+        self._rules: dict[tuple[str, str], Rules | None] = {}
+
+    def _for(self, ctx: RequestContext) -> Rules | None:
+        key = ctx.key
+        route = ctx.route_name or ""
+        if key is None:
+            return None
+        cache_key = (key.id, route)
+        if cache_key not in self._rules:  # keys x routes: bounded by the config
+            project = self._config.projects.get(key.project)
+            route_cfg = self._config.models.get(route)
+            self._rules[cache_key] = compile_rules(
+                merge(
+                    project.guardrails if project is not None else None,
+                    key.guardrails,
+                    route_cfg.guardrails if route_cfg is not None else None,
+                )
+            )
+        return self._rules[cache_key]
+
+    async def __call__(self, ctx: RequestContext, call_next: Handler) -> Reply:
+        rules = self._for(ctx)
+        if rules is None:
+            return await call_next(ctx)
+        hits: Hits = []
+        try:
+            _walk_chat(ctx.body, rules, hits)
+            if ctx.anthropic_body is not None:  # what an Anthropic target gets as is
+                _walk_anthropic(ctx.anthropic_body, rules, [])
+        except Blocked as blocked:
+            self._record(ctx, hits, "request")
+            raise GuardrailBlocked(
+                f"The request was blocked by the gateway's '{blocked.rule}' guardrail."
+            ) from None
+        self._record(ctx, hits, "request")
+        reply = await call_next(ctx)
+        if rules.responses and isinstance(reply, JsonReply) and reply.status == 200:
+            found: Hits = []
+            reply = _answer(reply, rules, found, ctx.reply_format == "anthropic")
+            self._record(ctx, found, "response")
+        return reply
+
+    def _record(self, ctx: RequestContext, hits: Hits, direction: str) -> None:
+        project = ctx.project_name or "-"
+        for rule, action in hits:
+            self._metrics.guardrail_hits.inc((project, rule, action, direction))
+            ctx.guardrail_hits.append(f"{direction}:{rule}:{action}")
+
+
+def _scan_parts(content: Any, rules: Rules, hits: Hits, text_key: str = "text") -> Any:
+    if isinstance(content, str):
+        return rules.scan(content, hits)
+    if isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get(text_key), str):
+                part[text_key] = rules.scan(part[text_key], hits)
+            if isinstance(part, dict) and part.get("type") == "tool_result":
+                part["content"] = _scan_parts(part.get("content"), rules, hits)
+    return content
+
+
+def _walk_chat(body: dict[str, Any], rules: Rules, hits: Hits) -> None:
+    for message in body.get("messages") or ():
+        if isinstance(message, dict) and "content" in message:
+            message["content"] = _scan_parts(message["content"], rules, hits)
+
+
+def _walk_anthropic(body: dict[str, Any], rules: Rules, hits: Hits) -> None:
+    if "system" in body:
+        body["system"] = _scan_parts(body["system"], rules, hits)
+    for message in body.get("messages") or ():
+        if isinstance(message, dict):
+            message["content"] = _scan_parts(message.get("content"), rules, hits)
+
+
+def _answer(reply: JsonReply, rules: Rules, hits: Hits, anthropic: bool) -> JsonReply:
+    body = reply.body
+    try:
+        if anthropic:
+            body["content"] = _scan_parts(body.get("content"), rules, hits)
+        else:
+            for choice in body.get("choices") or ():
+                message = choice.get("message") if isinstance(choice, dict) else None
+                if isinstance(message, dict) and isinstance(message.get("content"), str):
+                    message["content"] = rules.scan(message["content"], hits)
+    except Blocked as blocked:
+        notice = f"[answer withheld by the gateway's '{blocked.rule}' guardrail]"
+        _withhold(body, notice, anthropic)
+    return JsonReply(reply.status, body) if hits else reply
+
+
+def _withhold(body: dict[str, Any], notice: str, anthropic: bool) -> None:
+    if anthropic:
+        body["content"] = [{"type": "text", "text": notice}]
+        body["stop_reason"] = "refusal"
+        return
+    for choice in body.get("choices") or ():
+        if isinstance(choice, dict):
+            choice["message"] = {"role": "assistant", "content": notice, "refusal": notice}
+            choice["finish_reason"] = "content_filter"
