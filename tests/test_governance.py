@@ -289,3 +289,32 @@ async def test_streamed_and_whole_answers_of_one_exchange_cost_the_same(
     )
     streamed_cost = (usage[0].model_extra or {})["cost"]
     assert streamed_cost == float(whole.headers["x-aigateway-cost-usd"]) == pytest.approx(0.016)
+
+
+@pytest.mark.parametrize(("budgets", "status"), [("allow", 200), ("deny", 503)])
+async def test_unreachable_redis_with_budgets(
+    make_gateway: GatewayFactory, sdk: SDK, budgets: str, status: int
+) -> None:
+    from tests.conftest import free_port
+
+    state = (
+        f'{{backend: redis, url: "redis://127.0.0.1:{free_port()}/0", timeout_s: 0.2,'
+        f" on_unavailable: {{rate_limits: local, budgets: {budgets}}}}}"
+    )
+    gw = await make_gateway(
+        extra=PRICED,
+        edit=limited(
+            project="rate_limits: {rpm: 5}, budgets: [{window: day, usd: 1}]", state=state
+        ),
+    )
+    gw.upstream.by_model["gpt-4o"] = Reply(body=completion(model="gpt-4o"))
+    c = sdk(gw)
+    if status == 200:
+        raw = await c.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
+        assert raw.headers["x-ratelimit-remaining-requests"] == "4"  # counted locally
+        assert "x-aigateway-budget-remaining-usd" not in raw.headers  # unknown
+    else:
+        with pytest.raises(openai.InternalServerError) as caught:
+            await c.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        assert caught.value.status_code == 503
+        assert caught.value.body["code"] == "limits_unavailable"  # type: ignore[index]

@@ -186,7 +186,10 @@ def rate_headers(statuses: Sequence[RateStatus]) -> dict[str, str]:
 
 
 def budget_left_usd(plan: Plan, admission: Admission, used: Sequence[int]) -> Decimal | None:
-    """The tightest USD budget's remaining money, given what this request used of each."""
+    """The tightest USD budget's remaining money, given what this request used of each
+    (None when the store could not say: Redis unreachable and budgets allowed)."""
+    if len(admission.free) != len(plan.quotas):
+        return None
     left = [
         free - spent
         for check, free, spent in zip(plan.quotas, admission.free, used, strict=True)

@@ -279,7 +279,7 @@ class Govern:
         )
         await self._store.settle(settlement, time.time())
         gauge = self._metrics.budget_remaining
-        for check, free, spent in zip(plan.quotas, admission.free, used, strict=True):
+        for check, free, spent in zip(plan.quotas, admission.free, used, strict=False):
             _, window = _describe(check.key)
             left = max(0, free - spent)
             gauge.set(
