@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "promptlog": 3,
     "logread": 3,
     "rebuild": 3,
+    "cache_store": 3,
     "providers": 1,
     "pipeline": 2,
     "observability": 2,

@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from structlog.contextvars import bind_contextvars
 
 from aigateway import admin
+from aigateway.cache_store import open_cache
 from aigateway.config.load import LoadedConfig
 from aigateway.config.watch import watch_config
 from aigateway.errors import (
@@ -62,6 +63,7 @@ from aigateway.tokens import Tokenizer
 from aigateway.upstream import HttpTransport, new_session
 from aigateway.web_common import (
     ACCESS_LOG,
+    CACHE,
     CONFIG_PATH,
     HOLDER,
     LOADED,
@@ -430,6 +432,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             tokenizer.load(token_needs(loaded.config))
 
         await asyncio.to_thread(prepare, loaded)
+        cache = app[CACHE] = open_cache(loaded.config.cache, loaded.config.state, metrics)
         prompt_log = None
         if loaded.config.prompt_log is not None:
             prompt_log = app[PROMPT_LOG] = PromptLog(loaded.config.prompt_log, metrics)
@@ -462,6 +465,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
                 tokenizer=tokenizer,
                 spawn=tasks.finish,
                 prompt_log=prompt_log,
+                cache=cache,
                 on_unpriced=unpriced,
             )
 
@@ -499,6 +503,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await tasks.close()
         if STORE in app:
             await app[STORE].close()
+        if CACHE in app:
+            await app[CACHE].close()
         await session.close()
 
 

@@ -215,6 +215,16 @@ class Metrics:
             "(USD or tokens), per scope, window and unit.",
             ["scope", "window", "unit"],
         )
+        self.cache = LoopCounter(
+            "aigateway_cache_requests",
+            "Requests to cached routes by result (hit, miss).",
+            ["route", "result"],
+        )
+        self.cache_saved = LoopCounter(
+            "aigateway_cache_saved_usd",
+            "What cache hits would have cost, in US dollars.",
+            ["project", "route"],
+        )
         self.guardrail_hits = LoopCounter(
             "aigateway_guardrail_hits",
             "Guardrail hits by project, rule, action and direction (request, response).",
@@ -270,6 +280,8 @@ class Metrics:
             self.budget_remaining,
             self.budget_reserved,
             self.guardrail_hits,
+            self.cache,
+            self.cache_saved,
             self.limited,
             self.state_errors,
             self.estimated_usage,

@@ -55,6 +55,10 @@ class RequestContext:
     anthropic_body: dict[str, Any] | None = None
     #: "anthropic" when the reply is already in the caller's Anthropic format
     reply_format: Literal["openai", "anthropic"] = "openai"
+    #: answered from the response cache
+    cache_hit: bool = False
+    #: the gateway set max_tokens (from a budget), the caller did not
+    max_tokens_by_gateway: bool = False
     #: guardrail hits, "direction:rule:action" (never the matched text)
     guardrail_hits: list[str] = field(default_factory=list)
     # set by route

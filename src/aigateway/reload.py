@@ -102,6 +102,7 @@ class Reloader:
             kept: dict[str, Any] = {
                 "server": current.config.server,
                 "state": current.config.state,
+                "cache": current.config.cache,
             }
             old_log, new_log = current.config.prompt_log, loaded.config.prompt_log
             if old_log is None or new_log is None:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from aigateway.cache_store import CacheStore
 from aigateway.config.load import LoadedConfig
 from aigateway.config.model import (
     AnthropicProvider,
@@ -24,6 +25,7 @@ from aigateway.keys import KeyIndex
 from aigateway.metrics import Metrics
 from aigateway.middleware.account import Account
 from aigateway.middleware.auth import Authenticate
+from aigateway.middleware.cache import Cache
 from aigateway.middleware.govern import Govern, Spawn
 from aigateway.middleware.guard import Guard
 from aigateway.middleware.observe import Observe
@@ -74,6 +76,7 @@ def build_runtime(
     tokenizer: Tokenizer,
     spawn: Spawn,
     prompt_log: PromptLog | None = None,
+    cache: CacheStore | None = None,
     on_unpriced: Callable[[str, str], None] = lambda provider, model: None,
 ) -> Runtime:
     config = loaded.config
@@ -111,6 +114,8 @@ def build_runtime(
                 spawn=spawn,
             )
         )
+    if cache is not None and _has_cache(config):
+        middlewares.append(Cache(config, cache, metrics=metrics, cost=account.cost, spawn=spawn))
     chain = build_chain(middlewares, Proxy(providers, routing, config.retry_policies, tokenizer))
     return Runtime(
         loaded=loaded, keys=keys, providers=providers, handler=chain, created=int(time.time())
@@ -158,6 +163,12 @@ def _provider(name: str, cfg: ProviderConfig, http: Transport) -> ProviderHandle
         http,
         cfg.timeouts,
         (secret,) if secret else (),
+    )
+
+
+def _has_cache(config: GatewayConfig) -> bool:
+    return any(r.cache for r in config.models.values()) or any(
+        p.cache for p in config.projects.values()
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from aigateway.cache_store import CacheStore
 from aigateway.config.load import LoadedConfig
 from aigateway.errors import GatewayError
 from aigateway.metrics import Metrics
@@ -56,6 +57,7 @@ WATCH = web.AppKey("watch", bool)
 STORE = web.AppKey("store", LimitStore)
 TOKENIZER = web.AppKey("tokenizer", Tokenizer)
 PROMPT_LOG = web.AppKey("prompt_log", PromptLog)
+CACHE = web.AppKey("cache", CacheStore)
 #: time.monotonic() at start-up
 STARTED = web.AppKey("started", float)
 

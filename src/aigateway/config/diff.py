@@ -7,7 +7,7 @@ from typing import Any
 from aigateway.config.model import GatewayConfig
 
 #: sections whose change needs a restart; a reload keeps the running values
-STATIC_SECTIONS = ("server", "state")
+STATIC_SECTIONS = ("server", "state", "cache")
 _NAMED_SECTIONS = ("providers", "models", "projects", "retry_policies", "pricing")
 
 

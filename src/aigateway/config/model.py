@@ -361,6 +361,8 @@ class Route(Strict):
     #: shown in /v1/models as owned_by
     owned_by: str = "aigateway"
     guardrails: Guardrails | None = None
+    #: identical requests to this route are answered from the cache
+    cache: RouteCache | None = None
 
 
 GuardAction = Literal["off", "log", "redact", "block"]
@@ -418,6 +420,24 @@ class Guardrails(Strict):
         return phrases
 
 
+class RouteCache(Strict):
+    """Serve identical requests from a cache: per route or per project (opt-in)."""
+
+    #: entries live this long
+    ttl_s: Annotated[float, Field(gt=0)] = 300.0
+
+
+class CacheConfig(Strict):
+    """Where cached answers live. Static: a change needs a restart."""
+
+    #: memory: this process (LRU); redis: shared by replicas (state.url)
+    backend: Literal["memory", "redis"] = "memory"
+    #: memory: entries kept at most (least recently used go first)
+    max_entries: PositiveInt = 10_000
+    #: answers larger than this are not cached
+    max_entry_bytes: PositiveInt = 1024 * 1024
+
+
 class Price(Strict):
     input_per_mtok: NonNegDecimal
     output_per_mtok: NonNegDecimal
@@ -465,6 +485,8 @@ class Project(Strict):
     budgets: list[Budget] = []
     prompt_log: LogMode | None = None
     guardrails: Guardrails | None = None
+    #: cache this project's requests to every route (a route's own setting wins)
+    cache: RouteCache | None = None
     provider_keys: dict[Name, SecretStr] = {}
     labels: dict[LabelKey, Label] = {}
 
@@ -494,6 +516,7 @@ class GatewayConfig(Strict):
     admin: AdminConfig | None = None
     state: StateConfig = StateConfig()
     governance: Governance = Governance()
+    cache: CacheConfig = CacheConfig()
     prompt_log: PromptLogConfig | None = None
     providers: Annotated[dict[Name, ProviderConfig], Field(min_length=1)]
     retry_policies: dict[Name, RetryPolicy] = {}
@@ -505,6 +528,10 @@ class GatewayConfig(Strict):
     def problems(self) -> list[tuple[Path, str]]:
         """Cross-reference errors, each with the YAML path it concerns."""
         out: list[tuple[Path, str]] = []
+        if self.cache.backend == "redis" and self.state.backend != "redis":
+            out.append(
+                (("cache", "backend"), "'redis' uses state's Redis: set state.backend redis")
+            )
         for route_name, route in self.models.items():
             wildcard = route_name.endswith("/*")
             extra = [route.content_filter_fallback] if route.content_filter_fallback else []

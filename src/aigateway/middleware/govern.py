@@ -98,6 +98,7 @@ class Govern:
             self._gauge_reserved(plan, admission)
         if plan.quotas and asked is None and ctx.is_chat:
             ctx.body["max_tokens"] = admission.units  # what the budgets can pay for
+            ctx.max_tokens_by_gateway = True
         ctx.response_headers.update(rate_headers(admission.rates))
         try:
             reply = await call_next(ctx)

@@ -149,7 +149,7 @@ class Record:
             "error_class": error,
             "attempts": json.dumps(attempts, separators=(",", ":")),
             "stream": int(ctx.stream),
-            "cache_hit": 0,
+            "cache_hit": int(ctx.cache_hit),
             "prompt_tokens": usage.prompt_tokens if usage else None,
             "completion_tokens": usage.completion_tokens if usage else None,
             "uncached_input_tokens": usage.uncached_input_tokens if usage else None,
