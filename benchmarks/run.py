@@ -35,12 +35,16 @@ KEY = "aig-bench-key-000000000000000000"
 #: a key whose project has every limit and budget (never reached): the full
 #: governance chain (offline token count, admission, settlement) on every request
 GOV_KEY = "aig-bench-governed-0000000000000"
+#: a key whose project runs every guardrail detector on every request
+GUARD_KEY = "aig-bench-guarded-00000000000000"
 CONNECTIONS = (1, 32, 256)
 #: failover: the route's primary always answers 503, its fallback is healthy;
 #: governed: the JSON route for a key with rate limits and budgets;
 #: logged: the JSON route on a second gateway that writes the prompt log
-#: (durability strict, bodies redacted): every answer waits for its commit
-KINDS = ("json", "sse", "failover", "governed", "logged")
+#: (durability strict, bodies redacted): every answer waits for its commit;
+#: guarded: the JSON route for a key with every guardrail on;
+#: cached: a route with the response cache on (every request after the first hits)
+KINDS = ("json", "sse", "failover", "governed", "logged", "guarded", "cached")
 
 
 def free_port() -> int:
@@ -139,6 +143,7 @@ def gateway_conf(upstream: str) -> str:
 
     digest = hashlib.sha256(KEY.encode()).hexdigest()
     governed = hashlib.sha256(GOV_KEY.encode()).hexdigest()
+    guarded = hashlib.sha256(GUARD_KEY.encode()).hexdigest()
     return textwrap.dedent(f"""\
         version: 1
         server: {{log_level: info}}
@@ -149,6 +154,7 @@ def gateway_conf(upstream: str) -> str:
         models:
           bench-json: {{targets: [{{provider: json-up, model: gpt-4o}}]}}
           bench-sse: {{targets: [{{provider: sse-up, model: gpt-4o}}]}}
+          bench-cached: {{targets: [{{provider: json-up, model: gpt-4o}}], cache: {{ttl_s: 3600}}}}
           # a primary that always fails (503) and a healthy fallback
           bench-failover:
             targets: [{{provider: fail-up, model: gpt-4o}}, {{provider: json-up, model: gpt-4o}}]
@@ -160,8 +166,12 @@ def gateway_conf(upstream: str) -> str:
           governed:
             rate_limits: {{rpm: 100000000, tpm: 1000000000000, concurrency: 100000}}
             budgets: [{{window: day, usd: 1000000}}, {{window: month, tokens: 1000000000000}}]
+          guarded:
+            guardrails: {{email: redact, phone: redact, card: block, iban: block, ssn: block,
+                          ip: log, secrets: redact, injection: log}}
         keys:
           - {{id: bench, project: bench, sha256: "{digest}"}}
+          - {{id: guarded, project: guarded, sha256: "{guarded}"}}
           - {{id: governed, project: governed, sha256: "{governed}",
               rate_limits: {{rpm: 100000000}}}}
         """)
@@ -277,7 +287,9 @@ def main() -> int:
         bodies[kind].write_text(
             json.dumps(
                 {
-                    "model": "bench-json" if kind in ("governed", "logged") else f"bench-{kind}",
+                    "model": "bench-json"
+                    if kind in ("governed", "logged", "guarded")
+                    else f"bench-{kind}",
                     "stream": kind == "sse",
                     "messages": [
                         {"role": "system", "content": "You are terse."},
@@ -317,10 +329,10 @@ def main() -> int:
                 for kind in KINDS:
                     for c in conns:
                         for target in ("direct", "baseline", "gateway"):
-                            # failover, governed, logged: direct and baseline show the JSON path
-                            path = "json" if kind in ("failover", "governed", "logged") else kind
+                            # all but sse: direct and baseline show the JSON path
+                            path = "sse" if kind == "sse" else "json"
                             port = log_port if kind == "logged" else gw_port
-                            auth = GOV_KEY if kind == "governed" else KEY
+                            auth = {"governed": GOV_KEY, "guarded": GUARD_KEY}.get(kind, KEY)
                             url = {
                                 "direct": f"{upstream}/{path}/v1/chat/completions",
                                 "baseline": f"http://127.0.0.1:{base_port}/{path}"
@@ -410,6 +422,8 @@ def report(results: list[Result], conns: list[int], rss: dict[str, float]) -> No
     for kind, title in (
         ("governed", "governance chain (limits + budgets, memory state)"),
         ("logged", "prompt log (strict, full bodies)"),
+        ("guarded", "guardrails (every detector)"),
+        ("cached", "cache hits"),
     ):
         if not any(r.kind == kind for r in results):
             continue
