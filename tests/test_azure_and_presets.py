@@ -169,3 +169,24 @@ def test_azure_answers_are_priced_by_their_host() -> None:
     book = PriceBook({}, clock=lambda: 0.0, on_unpriced=lambda p, m: None)
     cost = book.cost("az", config.base_url, "gpt-4o-2024-08-06", Usage(1000, 500))
     assert cost == Decimal("0.0075")
+
+
+def test_the_output_cap_goes_in_the_field_the_provider_wants() -> None:
+    from aigateway.providers.openai import OpenAIAdapter
+
+    assert (
+        OpenAIProvider.model_validate({"type": "openai", "preset": "openai"}).max_tokens_field
+        == "max_completion_tokens"
+    )
+    assert OpenAIProvider.model_validate({"type": "openai"}).max_tokens_field == "max_tokens"
+    modern = OpenAIAdapter("https://x/v1", api_key=None, max_tokens_field="max_completion_tokens")
+    sent = json.loads(
+        modern.chat_request({"max_tokens": 50}, "o3", stream=False, api_key=None).body
+    )
+    assert sent == {"model": "o3", "max_completion_tokens": 50}
+    both = {"max_tokens": 50, "max_completion_tokens": 70}  # the caller's own choice stays
+    sent = json.loads(modern.chat_request(both, "o3", stream=False, api_key=None).body)
+    assert (sent["max_tokens"], sent["max_completion_tokens"]) == (50, 70)
+    legacy = OpenAIAdapter("https://x/v1", api_key=None)
+    sent = json.loads(legacy.chat_request({"max_tokens": 50}, "m", stream=False, api_key=None).body)
+    assert sent["max_tokens"] == 50

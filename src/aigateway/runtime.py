@@ -158,7 +158,11 @@ def _provider(name: str, cfg: ProviderConfig, http: Transport) -> ProviderHandle
     return ProviderHandle(
         name,
         OpenAIAdapter(
-            cfg.base_url, api_key=secret, headers=cfg.headers, stream_usage=cfg.stream_usage
+            cfg.base_url,
+            api_key=secret,
+            headers=cfg.headers,
+            stream_usage=cfg.stream_usage,
+            max_tokens_field=cfg.max_tokens_field,
         ),
         http,
         cfg.timeouts,

@@ -224,6 +224,9 @@ class OpenAIProvider(_ProviderBase):
     api_key: SecretStr | None = None
     #: send stream_options.include_usage upstream (some servers reject it)
     stream_usage: bool = True
+    #: the field an output cap goes in: OpenAI's reasoning models refuse max_tokens
+    #: and want max_completion_tokens; many other servers know only max_tokens
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
 
     @model_validator(mode="before")
     @classmethod
@@ -231,7 +234,10 @@ class OpenAIProvider(_ProviderBase):
         if isinstance(data, dict) and isinstance(data.get("preset"), str):
             found = PRESETS.get(data["preset"])
             if found is not None:
-                data = {"base_url": found[0], "stream_usage": found[1], **data}
+                defaults: dict[str, Any] = {"base_url": found[0], "stream_usage": found[1]}
+                if data["preset"] == "openai":
+                    defaults["max_tokens_field"] = "max_completion_tokens"
+                data = {**defaults, **data}
         return data
 
 

@@ -26,8 +26,11 @@ class OpenAIAdapter:
         api_key: str | None,
         headers: Mapping[str, str] | None = None,
         stream_usage: bool = True,
+        max_tokens_field: str = "max_tokens",
     ) -> None:
         self._base = base_url.rstrip("/")
+        #: where an output cap goes (the caller's own field is left as sent)
+        self._completion_field = max_tokens_field == "max_completion_tokens"
         self._api_key = api_key
         self._headers = {"content-type": "application/json", **(headers or {})}
         self._stream_usage = stream_usage
@@ -46,6 +49,8 @@ class OpenAIAdapter:
     ) -> UpstreamRequest:
         out = dict(body)
         out["model"] = model
+        if self._completion_field and "max_tokens" in out and "max_completion_tokens" not in out:
+            out["max_completion_tokens"] = out.pop("max_tokens")
         if stream and self._stream_usage:
             options = body.get("stream_options")
             out["stream_options"] = {
