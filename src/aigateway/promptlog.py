@@ -133,7 +133,10 @@ class PromptLog:
             self._wake.clear()
             while self._queue:
                 if not await self._write_batch():
-                    if self._closing:
+                    if self._closing:  # shutting down and still unable to write
+                        self._metrics.prompt_log_dropped.inc(("closed",), len(self._queue))
+                        log.error("prompt_log_rows_lost_at_shutdown", rows=len(self._queue))
+                        self._queue.clear()
                         return
                     await asyncio.sleep(RETRY_S)  # disk full, file gone: try again soon
             if self._closing:
