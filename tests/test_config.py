@@ -181,6 +181,18 @@ BAD = [
         BASE.replace("models: [fast]}", 'models: [fast], provider_keys: {opena: "x"}}'),
         "projects.acme.provider_keys.opena (line 11): unknown provider 'opena'",
     ),
+    (
+        "guardrail pattern that is not a regular expression",
+        BASE.replace(
+            "models: [fast]}", 'models: [fast], guardrails: {patterns: [{name: x, regex: "a("}]}}'
+        ),
+        "projects.acme.guardrails.patterns[0].regex (line 11): not a regular expression",
+    ),
+    (
+        "cache on redis without redis state",
+        BASE.replace("version: 1", "version: 1\ncache: {backend: redis}"),
+        "cache.backend (line 2): 'redis' uses state's Redis",
+    ),
 ]
 
 

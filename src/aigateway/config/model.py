@@ -20,7 +20,6 @@ from pydantic import (
     Field,
     SecretStr,
     StringConstraints,
-    field_validator,
     model_validator,
 )
 
@@ -46,6 +45,18 @@ def _aware(value: datetime) -> datetime:
 
 
 AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {exc}") from None
+    return value
+
+
+#: a regular expression, checked when the config loads
+Regex = Annotated[str, StringConstraints(min_length=1, max_length=1000), AfterValidator(_regex)]
 
 
 class Strict(BaseModel):
@@ -124,17 +135,7 @@ class Redaction(Strict):
     #: bearer, private key blocks, "password: ..." pairs)
     secrets: bool = True
     #: more regular expressions; matches become [REDACTED]
-    patterns: list[Annotated[str, StringConstraints(min_length=1, max_length=1000)]] = []
-
-    @field_validator("patterns")
-    @classmethod
-    def _compiles(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
-        return patterns
+    patterns: list[Regex] = []
 
 
 class PromptLogConfig(Strict):
@@ -377,17 +378,8 @@ GuardAction = Literal["off", "log", "redact", "block"]
 class GuardPattern(Strict):
     #: shown in errors, metrics and the prompt log (never the matched text)
     name: Name
-    regex: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+    regex: Regex
     action: GuardAction = "block"
-
-    @field_validator("regex")
-    @classmethod
-    def _compiles(cls, regex: str) -> str:
-        try:
-            re.compile(regex)
-        except re.error as exc:
-            raise ValueError(f"not a regular expression: {exc}") from None
-        return regex
 
 
 class Guardrails(Strict):
@@ -409,21 +401,11 @@ class Guardrails(Strict):
     #: prompt-injection phrases ("ignore previous instructions", ...)
     injection: Literal["off", "log", "block"] | None = None
     #: more injection phrases (regular expressions, case-insensitive)
-    injection_phrases: list[Annotated[str, StringConstraints(min_length=1, max_length=500)]] = []
+    injection_phrases: list[Regex] = []
     patterns: list[GuardPattern] = []
     #: also check whole (non-streamed) answers: log, redact, or block (the answer is
     #: withheld, finish_reason content_filter)
     responses: bool | None = None
-
-    @field_validator("injection_phrases")
-    @classmethod
-    def _phrases_compile(cls, phrases: list[str]) -> list[str]:
-        for phrase in phrases:
-            try:
-                re.compile(phrase)
-            except re.error as exc:
-                raise ValueError(f"{phrase!r} is not a regular expression: {exc}") from None
-        return phrases
 
 
 class RouteCache(Strict):

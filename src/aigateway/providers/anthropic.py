@@ -20,8 +20,20 @@ from typing import Any
 
 from aigateway.config.model import AnthropicProvider
 from aigateway.errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
-from aigateway.providers.base import Batch, Chunk, Parsed, StreamState, UpstreamRequest
-from aigateway.sse import SSEDecoder, SSEError, SSEEvent
+from aigateway.providers.base import (
+    Batch,
+    Chunk,
+    Parsed,
+    StreamState,
+    UpstreamRequest,
+    as_dict,
+    json_object,
+    retry_headers,
+    sse_events,
+    text_of,
+    tool_call,
+)
+from aigateway.sse import SSEDecoder, SSEEvent
 from aigateway.wire import Usage
 
 FINISH = {
@@ -122,7 +134,7 @@ class AnthropicAdapter:
         )
 
     def parse_messages(self, body: bytes) -> Parsed:
-        data = _json_object(body)
+        data = json_object(body)
         if data.get("type") != "message":
             raise UpstreamProtocolError("The provider's response is not an Anthropic message.")
         model = data.get("model") if isinstance(data.get("model"), str) else None
@@ -142,7 +154,7 @@ class AnthropicAdapter:
     # --- responses -------------------------------------------------------------------
 
     def parse_chat(self, body: bytes) -> Parsed:
-        data = _json_object(body)
+        data = json_object(body)
         content = data.get("content")
         if data.get("type") != "message" or not isinstance(content, list):
             raise UpstreamProtocolError("The provider's response is not an Anthropic message.")
@@ -154,16 +166,7 @@ class AnthropicAdapter:
             if kind == "text" and isinstance(block.get("text"), str):
                 texts.append(block["text"])
             elif kind == "tool_use":
-                calls.append(
-                    {
-                        "id": str(block.get("id", "")),
-                        "type": "function",
-                        "function": {
-                            "name": str(block.get("name", "")),
-                            "arguments": json.dumps(block.get("input") or {}, ensure_ascii=False),
-                        },
-                    }
-                )
+                calls.append(tool_call(block.get("id"), block.get("name"), block.get("input")))
             elif kind == "thinking" and isinstance(block.get("thinking"), str):
                 thinking.append(block["thinking"])
         message: dict[str, Any] = {
@@ -216,12 +219,9 @@ def anthropic_error(status: int, headers: Mapping[str, str], body: bytes) -> Ups
             message = err["message"][:2000]
         if isinstance(err.get("type"), str):
             err_type = str(_ERROR_TYPES.get(err["type"], err["type"]))[:100]
-    passed = {}
-    for name in ("retry-after", "retry-after-ms"):
-        value = headers.get(name)
-        if value is not None and len(value) < 64 and value.isprintable():
-            passed[name] = value
-    return UpstreamStatusError(status, message, upstream_type=err_type, headers=passed)
+    return UpstreamStatusError(
+        status, message, upstream_type=err_type, headers=retry_headers(headers)
+    )
 
 
 # --- request translation -------------------------------------------------------------
@@ -240,7 +240,7 @@ def to_anthropic(body: Mapping[str, Any], model: str, config: AnthropicProvider)
             continue
         role = message.get("role")
         if role in ("system", "developer"):
-            text = _text_of(message.get("content"))
+            text = text_of(message.get("content"))
             if text:
                 system.append(text)
         elif role == "user":
@@ -292,16 +292,6 @@ def _append(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, An
         messages.append({"role": role, "content": blocks})
 
 
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            p["text"] for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str)
-        )
-    return ""
-
-
 def _user_blocks(content: Any, index: int) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
@@ -342,7 +332,7 @@ def _with_cache(block: dict[str, Any], part: Mapping[str, Any]) -> dict[str, Any
 
 def _assistant_blocks(message: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
-    text = _text_of(message.get("content"))
+    text = text_of(message.get("content"))
     if text:
         blocks.append({"type": "text", "text": text})
     calls = message.get("tool_calls")
@@ -377,7 +367,7 @@ def _tool_result(message: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "type": "tool_result",
         "tool_use_id": str(message.get("tool_call_id") or message.get("name") or "call_legacy"),
-        "content": content if isinstance(content, str) else _text_of(content),
+        "content": content if isinstance(content, str) else text_of(content),
     }
 
 
@@ -456,20 +446,6 @@ def _output_format(body: Mapping[str, Any], out: dict[str, Any]) -> None:
         out["system"] = f"{out['system']}\n\n{instruction}" if out.get("system") else instruction
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise UpstreamProtocolError("The provider's response is not valid JSON.") from None
-    if not isinstance(data, dict):
-        raise UpstreamProtocolError("The provider's response is not a JSON object.")
-    return data
-
-
 # --- streams -------------------------------------------------------------------------
 
 
@@ -489,18 +465,10 @@ class AnthropicStreamDecoder:
         self.state = StreamState()
 
     def feed(self, data: bytes) -> Batch:
-        try:
-            events = self._sse.feed(data)
-        except SSEError as exc:
-            raise UpstreamProtocolError(f"The provider's stream is malformed: {exc}") from None
-        return Batch([part for e in events for part in self._event(e)])
+        return Batch([part for e in sse_events(self._sse, data) for part in self._event(e)])
 
     def end(self) -> Batch:
-        try:
-            events = self._sse.end()
-        except SSEError as exc:
-            raise UpstreamProtocolError(f"The provider's stream is malformed: {exc}") from None
-        batch = Batch([part for e in events for part in self._event(e)])
+        batch = Batch([part for e in sse_events(self._sse, None) for part in self._event(e)])
         if not self.state.finished:
             raise UpstreamProtocolError("The provider's stream ended before it was complete.")
         return batch
@@ -526,7 +494,7 @@ class AnthropicStreamDecoder:
             return []
         kind = data.get("type") or event.event
         if kind == "message_start":
-            message = _dict(data.get("message"))
+            message = as_dict(data.get("message"))
             self._id = str(message.get("id", ""))
             self._model = str(message.get("model", ""))
             self._created = int(self._clock())
@@ -557,7 +525,7 @@ class AnthropicStreamDecoder:
                 ]
             return []
         if kind == "content_block_delta":
-            delta = _dict(data.get("delta"))
+            delta = as_dict(data.get("delta"))
             if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
                 self.state.add_output(json.dumps({"content": delta["text"]}).encode())
                 return [self._chunk({"content": delta["text"]})]
@@ -574,7 +542,7 @@ class AnthropicStreamDecoder:
         if kind == "message_delta":
             if isinstance(data.get("usage"), dict):
                 self._usage.update(data["usage"])
-            delta = _dict(data.get("delta"))
+            delta = as_dict(data.get("delta"))
             finish = FINISH.get(str(delta.get("stop_reason")), "stop")
             return [self._chunk({}, finish)]
         if kind == "message_stop":
@@ -596,7 +564,7 @@ class AnthropicStreamDecoder:
                 )
             ]
         if kind == "error":
-            err = _dict(data.get("error"))
+            err = as_dict(data.get("error"))
             said = err.get("message") if isinstance(err.get("message"), str) else None
             if err.get("type") == "overloaded_error":
                 raise UpstreamStatusError(529, said or "The provider is overloaded.")
@@ -614,20 +582,13 @@ class AnthropicRelay:
         self.state = StreamState()
 
     def feed(self, data: bytes) -> Batch:
-        try:
-            events = self._sse.feed(data)
-        except SSEError as exc:
-            raise UpstreamProtocolError(f"The provider's stream is malformed: {exc}") from None
-        for event in events:
+        for event in sse_events(self._sse, data):
             self._read(event)
         return Batch([data])
 
     def end(self) -> Batch:
-        try:
-            for event in self._sse.end():
-                self._read(event)
-        except SSEError as exc:
-            raise UpstreamProtocolError(f"The provider's stream is malformed: {exc}") from None
+        for event in sse_events(self._sse, None):
+            self._read(event)
         if not self.state.finished:
             raise UpstreamProtocolError("The provider's stream ended before it was complete.")
         return Batch()
@@ -641,14 +602,14 @@ class AnthropicRelay:
             return
         kind = data.get("type") or event.event
         if kind == "message_start":
-            message = _dict(data.get("message"))
+            message = as_dict(data.get("message"))
             if isinstance(message.get("model"), str):
                 self.state.served_model = message["model"]
-            self._usage.update(_dict(message.get("usage")))
+            self._usage.update(as_dict(message.get("usage")))
         elif kind == "message_delta":
-            self._usage.update(_dict(data.get("usage")))
+            self._usage.update(as_dict(data.get("usage")))
         elif kind == "content_block_delta":
-            delta = _dict(data.get("delta"))
+            delta = as_dict(data.get("delta"))
             text = delta.get("text") or delta.get("partial_json")
             if isinstance(text, str):
                 self.state.add_output(json.dumps({"content": text}).encode())

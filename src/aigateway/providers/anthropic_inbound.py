@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aigateway.errors import GatewayError, InvalidRequest
+from aigateway.providers.base import text_of, tool_call
 
 STOP = {
     "stop": "end_turn",
@@ -145,7 +146,7 @@ def _user(content: Any) -> list[dict[str, Any]]:
         kind = block.get("type")
         if kind == "tool_result":
             result = block.get("content")
-            text = result if isinstance(result, str) else _text(result)
+            text = text_of(result)
             out.append(
                 {"role": "tool", "tool_call_id": str(block.get("tool_use_id", "")), "content": text}
             )
@@ -169,14 +170,6 @@ def _user(content: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _text(content: Any) -> str:
-    if not isinstance(content, list):
-        return ""
-    return "\n".join(
-        b["text"] for b in content if isinstance(b, Mapping) and isinstance(b.get("text"), str)
-    )
-
-
 def _assistant(content: Any) -> dict[str, Any]:
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
@@ -184,16 +177,7 @@ def _assistant(content: Any) -> dict[str, Any]:
         if block.get("type") == "text" and isinstance(block.get("text"), str):
             texts.append(block["text"])
         elif block.get("type") == "tool_use":
-            calls.append(
-                {
-                    "id": str(block.get("id", "")),
-                    "type": "function",
-                    "function": {
-                        "name": str(block.get("name", "")),
-                        "arguments": json.dumps(block.get("input") or {}, ensure_ascii=False),
-                    },
-                }
-            )
+            calls.append(tool_call(block.get("id"), block.get("name"), block.get("input")))
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
     if calls:
         message["tool_calls"] = calls

@@ -14,8 +14,67 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from aigateway.errors import UpstreamStatusError
+from aigateway.errors import UpstreamProtocolError, UpstreamStatusError
+from aigateway.sse import SSEDecoder, SSEError, SSEEvent
 from aigateway.wire import Usage
+
+# --- small helpers every adapter uses -----------------------------------------------
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """A provider's JSON response body, which must be an object."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise UpstreamProtocolError("The provider's response is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise UpstreamProtocolError("The provider's response is not a JSON object.")
+    return data
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def text_of(content: Any, sep: str = "\n") -> str:
+    """The text of a message's content: a string, or the text of its parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return sep.join(
+            p["text"] for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str)
+        )
+    return ""
+
+
+def tool_call(call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
+    """An OpenAI tool call from a provider's (id, name, input object)."""
+    return {
+        "id": str(call_id or ""),
+        "type": "function",
+        "function": {
+            "name": str(name or ""),
+            "arguments": json.dumps(arguments or {}, ensure_ascii=False),
+        },
+    }
+
+
+def retry_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """A provider's Retry-After hints, passed on to the caller when sane."""
+    out = {}
+    for name in ("retry-after", "retry-after-ms"):
+        value = headers.get(name)
+        if value is not None and len(value) < 64 and value.isprintable():
+            out[name] = value
+    return out
+
+
+def sse_events(sse: SSEDecoder, data: bytes | None) -> list[SSEEvent]:
+    """Feed bytes to an SSE decoder (``None``: the stream ended)."""
+    try:
+        return sse.end() if data is None else sse.feed(data)
+    except SSEError as exc:
+        raise UpstreamProtocolError(f"The provider's stream is malformed: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,19 @@ from urllib.parse import quote
 
 from aigateway.config.model import GeminiProvider
 from aigateway.errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
-from aigateway.providers.base import Batch, Chunk, Parsed, StreamState, UpstreamRequest
-from aigateway.sse import SSEDecoder, SSEError, SSEEvent
+from aigateway.providers.base import (
+    Batch,
+    Chunk,
+    Parsed,
+    StreamState,
+    UpstreamRequest,
+    as_dict,
+    json_object,
+    retry_headers,
+    sse_events,
+    text_of,
+)
+from aigateway.sse import SSEDecoder, SSEEvent
 from aigateway.wire import Usage
 
 SIGNATURE = "~sig~"
@@ -76,7 +87,7 @@ class GeminiAdapter:
         return self._request(url, to_gemini(body), api_key, stream)
 
     def parse_chat(self, body: bytes) -> Parsed:
-        data = _json_object(body)
+        data = json_object(body)
         model = data.get("modelVersion") if isinstance(data.get("modelVersion"), str) else None
         usage = Usage.from_gemini(data.get("usageMetadata"))
         candidates = data.get("candidates")
@@ -84,7 +95,7 @@ class GeminiAdapter:
         message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
         finish = "content_filter"  # no candidate: the prompt itself was blocked
         if isinstance(candidate, dict):
-            texts, thoughts, calls = _parts(_dict(candidate.get("content")).get("parts"), 0)
+            texts, thoughts, calls = _parts(as_dict(candidate.get("content")).get("parts"), 0)
             message["content"] = "".join(texts) if texts else None
             if calls:
                 message["tool_calls"] = calls
@@ -125,14 +136,14 @@ class GeminiAdapter:
         return self._request(url, {"requests": requests}, api_key, False)
 
     def parse_embeddings(self, body: bytes) -> Parsed:
-        data = _json_object(body)
+        data = json_object(body)
         embeddings = data.get("embeddings")
         if not isinstance(embeddings, list):
             raise UpstreamProtocolError("The provider's embeddings response has no 'embeddings'.")
         out = {
             "object": "list",
             "data": [
-                {"object": "embedding", "index": i, "embedding": _dict(e).get("values", [])}
+                {"object": "embedding", "index": i, "embedding": as_dict(e).get("values", [])}
                 for i, e in enumerate(embeddings)
             ],
             "model": "",
@@ -153,8 +164,9 @@ class GeminiAdapter:
             if isinstance(err.get("message"), str) and err["message"]:
                 message = err["message"][:2000]
             err_type = _ERROR_TYPES.get(str(err.get("status")), "server_error")
-        passed = {k: v for k in ("retry-after",) if (v := headers.get(k)) and len(v) < 64}
-        return UpstreamStatusError(status, message, upstream_type=err_type, headers=passed)
+        return UpstreamStatusError(
+            status, message, upstream_type=err_type, headers=retry_headers(headers)
+        )
 
 
 # --- request translation -------------------------------------------------------------
@@ -171,7 +183,7 @@ def to_gemini(body: Mapping[str, Any]) -> dict[str, Any]:
             continue
         role = message.get("role")
         if role in ("system", "developer"):
-            text = _text_of(message.get("content"))
+            text = text_of(message.get("content"))
             if text:
                 system.append(text)
         elif role == "user":
@@ -182,7 +194,7 @@ def to_gemini(body: Mapping[str, Any]) -> dict[str, Any]:
             call_id = str(message.get("tool_call_id") or "")
             name = names.get(call_id) or str(message.get("name") or "")
             content = message.get("content")
-            result = content if isinstance(content, str) else _text_of(content)
+            result = content if isinstance(content, str) else text_of(content)
             try:
                 response = json.loads(result)
             except ValueError:
@@ -219,7 +231,7 @@ def to_gemini(body: Mapping[str, Any]) -> dict[str, Any]:
     fmt = body.get("response_format")
     if isinstance(fmt, Mapping) and fmt.get("type") in ("json_object", "json_schema"):
         config["responseMimeType"] = "application/json"
-        schema = _dict(fmt.get("json_schema")).get("schema")
+        schema = as_dict(fmt.get("json_schema")).get("schema")
         if isinstance(schema, Mapping):
             config["responseJsonSchema"] = schema
     effort = body.get("reasoning_effort")
@@ -240,16 +252,6 @@ def _append(contents: list[dict[str, Any]], role: str, parts: list[dict[str, Any
         contents.append({"role": role, "parts": parts})
 
 
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            p["text"] for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str)
-        )
-    return ""
-
-
 def _user_parts(content: Any, index: int) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"text": content}] if content else []
@@ -260,7 +262,7 @@ def _user_parts(content: Any, index: int) -> list[dict[str, Any]]:
         if part.get("type") == "text" and isinstance(part.get("text"), str):
             parts.append({"text": part["text"]})
         elif part.get("type") == "image_url":
-            url = _dict(part.get("image_url")).get("url")
+            url = as_dict(part.get("image_url")).get("url")
             if not isinstance(url, str) or not url.startswith("data:") or ";base64," not in url:
                 raise InvalidRequest(
                     "Gemini takes images as base64 data URLs (data:image/png;base64,...).",
@@ -273,12 +275,12 @@ def _user_parts(content: Any, index: int) -> list[dict[str, Any]]:
 
 def _model_parts(message: Mapping[str, Any], names: dict[str, str]) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
-    text = _text_of(message.get("content"))
+    text = text_of(message.get("content"))
     if text:
         parts.append({"text": text})
     calls = message.get("tool_calls")
     for call in calls if isinstance(calls, list) else ():
-        function = _dict(call.get("function")) if isinstance(call, Mapping) else {}
+        function = as_dict(call.get("function")) if isinstance(call, Mapping) else {}
         if not function:
             continue
         call_id = str(call.get("id") or "")
@@ -305,7 +307,7 @@ def _tools(body: Mapping[str, Any], out: dict[str, Any]) -> None:
     tools = body.get("tools")
     declarations = []
     for tool in tools if isinstance(tools, list) else ():
-        function = _dict(tool.get("function")) if isinstance(tool, Mapping) else {}
+        function = as_dict(tool.get("function")) if isinstance(tool, Mapping) else {}
         if function:
             declaration: dict[str, Any] = {"name": str(function.get("name", ""))}
             if isinstance(function.get("description"), str):
@@ -325,7 +327,7 @@ def _tools(body: Mapping[str, Any], out: dict[str, Any]) -> None:
     elif choice == "required":
         mode = {"mode": "ANY"}
     elif isinstance(choice, Mapping):
-        name = _dict(choice.get("function")).get("name")
+        name = as_dict(choice.get("function")).get("name")
         if isinstance(name, str):
             mode = {"mode": "ANY", "allowedFunctionNames": [name]}
     if mode is not None:
@@ -364,20 +366,6 @@ def _parts(parts: Any, first_index: int) -> tuple[list[str], list[str], list[dic
     return texts, thoughts, calls
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise UpstreamProtocolError("The provider's response is not valid JSON.") from None
-    if not isinstance(data, dict):
-        raise UpstreamProtocolError("The provider's response is not a JSON object.")
-    return data
-
-
 class GeminiStreamDecoder:
     """``streamGenerateContent?alt=sse`` responses → OpenAI chunks. The stream has
     no end marker: the end of the body ends it (after a finishReason)."""
@@ -408,18 +396,10 @@ class GeminiStreamDecoder:
         )
 
     def feed(self, data: bytes) -> Batch:
-        try:
-            events = self._sse.feed(data)
-        except SSEError as exc:
-            raise UpstreamProtocolError(f"The provider's stream is malformed: {exc}") from None
-        return Batch([part for event in events for part in self._event(event)])
+        return Batch([part for e in sse_events(self._sse, data) for part in self._event(e)])
 
     def end(self) -> Batch:
-        try:
-            events = self._sse.end()
-        except SSEError as exc:
-            raise UpstreamProtocolError(f"The provider's stream is malformed: {exc}") from None
-        parts = [part for event in events for part in self._event(event)]
+        parts = [part for e in sse_events(self._sse, None) for part in self._event(e)]
         if self._finished_reason is None:
             raise UpstreamProtocolError("The provider's stream ended before it was complete.")
         self.state.finished = True
@@ -463,11 +443,11 @@ class GeminiStreamDecoder:
         candidates = data.get("candidates")
         candidate = candidates[0] if isinstance(candidates, list) and candidates else None
         if not isinstance(candidate, dict):
-            if _dict(data.get("promptFeedback")).get("blockReason"):
+            if as_dict(data.get("promptFeedback")).get("blockReason"):
                 self._finished_reason = "content_filter"
                 out.append(self._chunk({}, "content_filter"))
             return out
-        texts, thoughts, calls = _parts(_dict(candidate.get("content")).get("parts"), self._calls)
+        texts, thoughts, calls = _parts(as_dict(candidate.get("content")).get("parts"), self._calls)
         self._calls += len(calls)
         for text in texts:
             self.state.add_output(json.dumps({"content": text}).encode())

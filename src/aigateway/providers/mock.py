@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aigateway.config.model import MockProvider
-from aigateway.providers.base import UpstreamRequest
+from aigateway.providers.base import UpstreamRequest, text_of
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 _STATUS_RE = re.compile(r"\[mock:status=([45]\d\d)\]")
@@ -91,7 +91,7 @@ class MockEngine:
             reply = " ".join(words[:limit])
         prompt_tokens = (
             sum(
-                4 + count_tokens(_content_text(m.get("content")))
+                4 + count_tokens(text_of(m.get("content"), " "))
                 for m in messages
                 if isinstance(m, dict)
             )
@@ -162,7 +162,7 @@ class MockEngine:
     def _reply(self, messages: list[Any]) -> str:
         last = next(
             (
-                _content_text(m.get("content"))
+                text_of(m.get("content"), " ")
                 for m in reversed(messages)
                 if isinstance(m, dict) and m.get("role") == "user"
             ),
@@ -236,7 +236,7 @@ def _all_text(body: Any) -> str:
     if not isinstance(body, dict):
         return ""
     parts = [
-        _content_text(m.get("content")) for m in body.get("messages") or [] if isinstance(m, dict)
+        text_of(m.get("content"), " ") for m in body.get("messages") or [] if isinstance(m, dict)
     ]
     inputs = body.get("input")
     if isinstance(inputs, str):
@@ -244,16 +244,6 @@ def _all_text(body: Any) -> str:
     elif isinstance(inputs, list):
         parts += [x for x in inputs if isinstance(x, str)]
     return "\n".join(parts)
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(
-            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
-        )
-    return ""
 
 
 def _split(text: str, n: int) -> list[str]:

@@ -13,8 +13,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from aigateway.errors import UpstreamProtocolError, UpstreamStatusError
-from aigateway.providers.base import Batch, Chunk, Parsed, StreamState, UpstreamRequest
-from aigateway.sse import SSEDecoder, SSEError, SSEEvent
+from aigateway.providers.base import (
+    Batch,
+    Chunk,
+    Parsed,
+    StreamState,
+    UpstreamRequest,
+    json_object,
+    retry_headers,
+    sse_events,
+)
+from aigateway.sse import SSEDecoder, SSEEvent
 from aigateway.wire import Usage
 
 
@@ -66,7 +75,7 @@ class OpenAIAdapter:
         )
 
     def parse_chat(self, body: bytes) -> Parsed:
-        data = _json_object(body)
+        data = json_object(body)
         if not isinstance(data.get("choices"), list):
             raise UpstreamProtocolError("The provider's response has no 'choices'.")
         model = data.get("model")
@@ -93,7 +102,7 @@ class OpenAIAdapter:
         )
 
     def parse_embeddings(self, body: bytes) -> Parsed:
-        data = _json_object(body)
+        data = json_object(body)
         if not isinstance(data.get("data"), list):
             raise UpstreamProtocolError("The provider's embeddings response has no 'data'.")
         usage = data.get("usage")
@@ -128,13 +137,13 @@ def openai_error(status: int, headers: Mapping[str, str], body: bytes) -> Upstre
         param = _str_or_none(err.get("param"))
     elif isinstance(err, str) and err:
         message = err  # vLLM / Ollama style {"error": "..."}
-    passed = {}
-    for name in ("retry-after", "retry-after-ms"):
-        value = headers.get(name)
-        if value is not None and len(value) < 64 and value.isprintable():
-            passed[name] = value
     return UpstreamStatusError(
-        status, message, upstream_type=err_type, upstream_code=code, param=param, headers=passed
+        status,
+        message,
+        upstream_type=err_type,
+        upstream_code=code,
+        param=param,
+        headers=retry_headers(headers),
     )
 
 
@@ -142,16 +151,6 @@ def _str_or_none(value: Any) -> str | None:
     if value is None:
         return None
     return str(value)[:200]
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise UpstreamProtocolError("The provider's response is not valid JSON.") from None
-    if not isinstance(data, dict):
-        raise UpstreamProtocolError("The provider's response is not a JSON object.")
-    return data
 
 
 # Streams are relayed without parsing: a read's complete events go out as they came,
@@ -209,10 +208,7 @@ class OpenAIStreamDecoder:
     def end(self) -> Batch:
         tail = b"".join([self._pending, *self._parts])
         self._pending, self._parts = b"", []
-        try:
-            events = self._sse.feed(tail) + self._sse.end() if tail else []
-        except SSEError as exc:
-            raise UpstreamProtocolError(f"The provider's stream is malformed: {exc}") from None
+        events = sse_events(self._sse, tail) + sse_events(self._sse, None) if tail else []
         batch = Batch(list(self._parse(events)))
         if not self.state.finished:
             raise UpstreamProtocolError("The provider's stream ended before it was complete.")
