@@ -20,12 +20,13 @@ from aigateway.keys import digest
 from aigateway.metrics import Metrics
 from aigateway.observability import configure_logging
 from aigateway.tokens import Tokenizer
-from tests.fakes import FakeOpenAI
+from tests.fakes import FakeAnthropic, FakeOpenAI
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "aig-test-key-0123456789abcdef"
 OTHER_KEY = "aig-test-other-0123456789abcdef"
 PROVIDER_SECRET = "sk-upstream-SECRET-0123456789abcdef"
+ANTHROPIC_SECRET = "sk-ant-SECRET-0123456789abcdef"
 
 
 def free_port() -> int:
@@ -127,6 +128,40 @@ async def make_gateway(tokenizer: Tokenizer) -> AsyncIterator[GatewayFactory]:
 
     yield make
     for server in reversed(servers):
+        await server.close()
+
+
+Both = Callable[..., Awaitable[tuple[Gateway, FakeAnthropic]]]
+
+
+@pytest.fixture
+async def both(
+    make_gateway: GatewayFactory,
+) -> AsyncIterator[Both]:
+    servers: list[TestServer] = []
+
+    async def make(
+        extra: str = "", edit: Callable[[str], str] = lambda t: t
+    ) -> tuple[Gateway, FakeAnthropic]:
+        fake = FakeAnthropic()
+        server = TestServer(fake.app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        url = str(server.make_url("/v1"))
+
+        def wire(text: str) -> str:
+            provider = (
+                f'  claude: {{type: anthropic, base_url: "{url}", api_key: "{ANTHROPIC_SECRET}",'
+                " beta: [gateway-beta-1], timeouts: {connect_s: 2, read_s: 5}}\n"
+            )
+            route = "  claude-x: {targets: [{provider: claude, model: claude-sonnet-4-5}]}\n"
+            text = text.replace("providers:\n", "providers:\n" + provider, 1)
+            return edit(text.replace("models:\n", "models:\n" + route, 1))
+
+        return await make_gateway(extra=extra, edit=wire), fake
+
+    yield make
+    for server in servers:
         await server.close()
 
 

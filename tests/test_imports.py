@@ -39,6 +39,7 @@ LAYERS: dict[str, int] = {
     "state_fallback": 3,
     "redact": 1,
     "guard": 1,
+    "guard_stream": 1,
     "ledger": 1,
     "promptlog": 3,
     "logread": 3,

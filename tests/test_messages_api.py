@@ -4,54 +4,20 @@ translated to and from OpenAI-format ones."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anthropic
 import pytest
-from aiohttp.test_utils import TestServer
 from anthropic.types import ToolParam
 
-from tests.conftest import KEY, OTHER_KEY, Gateway, GatewayFactory
-from tests.fakes import FakeAnthropic, Reply, anthropic_message, chunk_events, completion
+from tests.conftest import ANTHROPIC_SECRET as SECRET
+from tests.conftest import KEY, OTHER_KEY, Both, Gateway
+from tests.fakes import Reply, anthropic_message, chunk_events, completion
 
-SECRET = "sk-ant-SECRET-0123456789abcdef"
-Both = Callable[..., Awaitable[tuple[Gateway, FakeAnthropic]]]
 TOOL: ToolParam = {
     "name": "weather",
     "description": "Weather in a city",
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
 }
-
-
-@pytest.fixture
-async def both(
-    make_gateway: GatewayFactory,
-) -> AsyncIterator[Callable[..., Awaitable[tuple[Gateway, FakeAnthropic]]]]:
-    servers: list[TestServer] = []
-
-    async def make(
-        extra: str = "", edit: Callable[[str], str] = lambda t: t
-    ) -> tuple[Gateway, FakeAnthropic]:
-        fake = FakeAnthropic()
-        server = TestServer(fake.app, host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        url = str(server.make_url("/v1"))
-
-        def wire(text: str) -> str:
-            provider = (
-                f'  claude: {{type: anthropic, base_url: "{url}", api_key: "{SECRET}",'
-                " beta: [gateway-beta-1], timeouts: {connect_s: 2, read_s: 5}}\n"
-            )
-            route = "  claude-x: {targets: [{provider: claude, model: claude-sonnet-4-5}]}\n"
-            text = text.replace("providers:\n", "providers:\n" + provider, 1)
-            return edit(text.replace("models:\n", "models:\n" + route, 1))
-
-        return await make_gateway(extra=extra, edit=wire), fake
-
-    yield make
-    for server in servers:
-        await server.close()
 
 
 def client(gw: Gateway, key: str = OTHER_KEY) -> anthropic.AsyncAnthropic:

@@ -80,6 +80,17 @@ class Rules:
     #: (rule name, action, finder) in the order they run
     checks: list[tuple[str, str, Callable[[str], Iterator[tuple[int, int]]]]]
     responses: bool = False
+    #: streamed answers: characters held back while checked (redact and block rules)
+    stream_window: int = 128
+
+    @property
+    def rewrites(self) -> bool:
+        """Some rule changes or stops what it finds (redact, block), not only logs it."""
+        return any(action != "log" for _, action, _ in self.checks)
+
+    def find(self, text: str) -> list[tuple[int, int, str, str]]:
+        """Every match in ``text``: (start, end, rule, action), rule by rule."""
+        return [(s, e, rule, action) for rule, action, find in self.checks for s, e in find(text)]
 
     def scan(self, text: str, hits: list[tuple[str, str]]) -> str:
         """Apply every rule to ``text``: the text to send on; (rule, action) of each
@@ -141,7 +152,9 @@ def compile_rules(config: Guardrails | None) -> Rules | None:
         checks.append(("injection", str(config.injection), _finder(phrases)))
     if not checks:
         return None
-    return Rules(checks, responses=bool(config.responses))
+    return Rules(
+        checks, responses=bool(config.responses), stream_window=config.stream_window or 128
+    )
 
 
 def try_text(

@@ -403,9 +403,12 @@ class Guardrails(Strict):
     #: more injection phrases (regular expressions, case-insensitive)
     injection_phrases: list[Regex] = []
     patterns: list[GuardPattern] = []
-    #: also check whole (non-streamed) answers: log, redact, or block (the answer is
+    #: also check answers, whole and streamed: log, redact, or block (the answer is
     #: withheld, finish_reason content_filter)
     responses: bool | None = None
+    #: streamed answers with redact or block rules: characters held back while they
+    #: are checked (a match is never split; a longer one may be partly delivered)
+    stream_window: Annotated[int, Field(ge=16, le=4096)] | None = None
 
 
 class RouteCache(Strict):

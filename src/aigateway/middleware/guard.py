@@ -4,8 +4,9 @@ The rules for a request merge its project's, its key's and its route's
 ``guardrails`` (resolved once per key and route). Every text a caller sends
 (message contents, text parts, an Anthropic caller's system prompt and tool
 results) is scanned; redactions change what goes upstream; a block is a 400
-naming the rule. With ``responses: true`` whole answers are scanned too. Hits are
-counted per rule and action and recorded in the prompt log, never the matched text.
+naming the rule. With ``responses: true`` answers are scanned too, whole ones here
+and streamed ones chunk by chunk (``guard_stream``). Hits are counted per rule and
+action and recorded in the prompt log, never the matched text.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any
 from aigateway.config.model import GatewayConfig
 from aigateway.errors import InvalidRequest
 from aigateway.guard import Blocked, Rules, compile_rules, merge
+from aigateway.guard_stream import AnthropicStreamGuard, ChatStreamGuard
 from aigateway.metrics import Metrics
-from aigateway.pipeline import Handler, JsonReply, Reply, RequestContext
+from aigateway.pipeline import Handler, JsonReply, Reply, RequestContext, StreamReply
 
 Hits = list[tuple[str, str]]
 
@@ -65,11 +67,26 @@ class Guard:
             ) from None
         self._record(ctx, hits, "request")
         reply = await call_next(ctx)
-        if rules.responses and isinstance(reply, JsonReply) and reply.status == 200:
+        if not rules.responses:
+            return reply
+        if isinstance(reply, StreamReply):
+            self._watch(ctx, reply, rules)
+        elif reply.status == 200:
             found: Hits = []
             reply = _answer(reply, rules, found, ctx.reply_format == "anthropic")
             self._record(ctx, found, "response")
         return reply
+
+    def _watch(self, ctx: RequestContext, reply: StreamReply, rules: Rules) -> None:
+        """Check a streamed answer chunk by chunk; its hits are recorded at the end
+        (before the prompt log's row, which is written by an outer middleware)."""
+        watch = (
+            AnthropicStreamGuard(rules)
+            if ctx.reply_format == "anthropic"
+            else ChatStreamGuard(rules)
+        )
+        reply.on_batch.append(watch)
+        reply.on_end.append(lambda status, error: self._record(ctx, watch.hits(), "response"))
 
     def _record(self, ctx: RequestContext, hits: Hits, direction: str) -> None:
         project = ctx.project_name or "-"

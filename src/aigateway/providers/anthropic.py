@@ -580,18 +580,24 @@ class AnthropicRelay:
         self._sse = SSEDecoder()
         self._usage: dict[str, Any] = {}
         self.state = StreamState()
+        #: the start of an event not yet complete (batches hold whole events)
+        self._partial = b""
 
     def feed(self, data: bytes) -> Batch:
         for event in sse_events(self._sse, data):
             self._read(event)
-        return Batch([data])
+        data = self._partial + data
+        end = max(data.rfind(b"\n\n") + 2, data.rfind(b"\r\n\r\n") + 4, 0)
+        self._partial = data[end:]
+        return Batch([data[:end]] if end else [])
 
     def end(self) -> Batch:
         for event in sse_events(self._sse, None):
             self._read(event)
         if not self.state.finished:
             raise UpstreamProtocolError("The provider's stream ended before it was complete.")
-        return Batch()
+        rest, self._partial = self._partial, b""
+        return Batch([rest] if rest else [])
 
     def _read(self, event: SSEEvent) -> None:
         try:

@@ -1,0 +1,254 @@
+"""Guardrails on streamed answers (pure: batches in, the same batches changed).
+
+A ``TextGate`` checks one stream of answer text as it arrives. With only ``log``
+rules it lets every piece through at once and checks it together with the text
+just before it, so a match split across chunks is still seen. With ``redact`` or
+``block`` rules it holds back the last ``stream_window`` characters, and any match
+still growing at the end, until it knows what they are: a match is never split
+between what was delivered and what was held, so redaction works across chunk
+boundaries. An opened private key block is held until it closes (up to
+``MAX_PENDING`` characters: what is held is bounded). At the end of the answer
+the rest is checked and let through.
+
+The stream keeps its chunks: each chunk's text becomes what the gate lets
+through at that point (possibly ``""``), the last chunk of a choice carries what
+was still held. On a block the text held is dropped, the chunk says the answer
+was withheld, later text is dropped, and the finish reason becomes
+``content_filter`` (``refusal`` for Anthropic events). The upstream is still read
+to its end, so its usage (what is billed) arrives as usual.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aigateway.guard import Rules
+from aigateway.providers.base import Batch, Chunk
+
+#: characters held at most while a match or a private key block is still open
+MAX_PENDING = 8192
+_OPENER = "-----BEGIN "
+_CLOSER = re.compile(r"-----END [A-Z ]*PRIVATE KEY-----")
+
+
+def withheld(rule: str) -> str:
+    return f"[answer withheld by the gateway's '{rule}' guardrail]"
+
+
+class TextGate:
+    def __init__(self, rules: Rules) -> None:
+        self._rules = rules
+        self._window = rules.stream_window
+        self._hold = rules.stream_window if rules.rewrites else 0
+        self._secrets = any(rule == "secrets" for rule, _, _ in rules.checks)
+        #: recent delivered text (context for matches across the boundary), then
+        #: the text held back, which starts at ``_start``
+        self._text = ""
+        self._start = 0
+        #: (rule, action) of each rule that matched, once each
+        self.hits: list[tuple[str, str]] = []
+        #: the rule that stopped the answer
+        self.blocked: str | None = None
+
+    def feed(self, text: str) -> str:
+        """More answer text in; the text that may be delivered now out."""
+        if self.blocked is not None:
+            return ""
+        self._text += text
+        return self._release(final=False)
+
+    def flush(self) -> str:
+        """The answer ended: whatever is still held, checked."""
+        if self.blocked is not None:
+            return ""
+        return self._release(final=True)
+
+    def _release(self, final: bool) -> str:
+        text, start = self._text, self._start
+        spans = [s for s in self._rules.find(text) if s[1] > start]
+        cut = len(text)
+        if not final and self._hold:
+            # the window, and the word still being written (e-mails, keys, tokens)
+            word = max(text.rfind(" "), text.rfind("\n"), text.rfind("\t")) + 1
+            cut = max(start, min(len(text) - self._hold, word))
+            if self._secrets:
+                opened = text.rfind(_OPENER, start)
+                if opened >= 0 and not _CLOSER.search(text, opened):
+                    cut = min(cut, opened)
+            moved = True
+            while moved:  # never split a match: cut before any that reaches past it
+                moved = False
+                for s, e, _, _ in spans:
+                    if s < cut < e and cut > start:
+                        cut, moved = max(start, s), True
+            if len(text) - cut > MAX_PENDING:  # bounded: give up on what is that long
+                cut = len(text) - self._hold
+        settled = sorted(s for s in spans if s[1] <= cut or final)
+        for _, _, rule, action in settled:
+            if (rule, action) not in self.hits:
+                self.hits.append((rule, action))
+            if action == "block":
+                self.blocked = rule
+                self._text = ""
+                return ""
+        out: list[str] = []
+        at = start
+        for s, e, rule, action in settled:
+            if action != "redact" or e <= at:
+                continue
+            s = max(s, at)
+            out += [text[at:s], f"[REDACTED:{rule}]"]
+            at = e
+        out.append(text[at:cut])
+        keep = max(0, cut - self._window)  # context for the next check
+        self._text, self._start = text[keep:], cut - keep
+        return "".join(out)
+
+
+class ChatStreamGuard:
+    """The gate applied to OpenAI ``chat.completion.chunk`` streams, per choice."""
+
+    def __init__(self, rules: Rules) -> None:
+        self._rules = rules
+        self.gates: dict[int, TextGate] = {}
+
+    def hits(self) -> list[tuple[str, str]]:
+        return _hits(self.gates)
+
+    def __call__(self, batch: Batch) -> None:
+        chunks = batch.all_chunks()
+        batch.parts = list(chunks)
+        for chunk in chunks:
+            choices = chunk.data.get("choices")
+            if not isinstance(choices, list):
+                continue
+            for choice in choices:
+                if isinstance(choice, dict) and self._choice(choice):
+                    chunk.raw = None  # re-encoded: the chunk changed
+
+    def _choice(self, choice: dict[str, Any]) -> bool:
+        index = choice.get("index", 0)
+        index = index if isinstance(index, int) else 0
+        gate = self.gates.get(index)
+        if gate is None:
+            gate = self.gates[index] = TextGate(self._rules)
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            return False
+        before = gate.blocked
+        text = delta.get("content")
+        text = text if isinstance(text, str) else ""
+        out = gate.feed(text) if text else ""
+        finishing = bool(choice.get("finish_reason"))
+        if finishing:
+            out += gate.flush()
+        changed = False
+        if gate.blocked is not None:
+            out = withheld(gate.blocked) if before is None else ""
+            if finishing:
+                choice["finish_reason"] = "content_filter"
+                changed = True
+        if out != text:
+            delta["content"] = out
+            changed = True
+        return changed
+
+
+_BLOCK_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+
+
+class AnthropicStreamGuard:
+    """The gate applied to an Anthropic upstream's own events (``text_delta``s),
+    per content block. Batches hold whole events (the relay frames them so)."""
+
+    def __init__(self, rules: Rules) -> None:
+        self._rules = rules
+        self.gates: dict[int, TextGate] = {}
+        self._blocked_sent = False
+
+    def hits(self) -> list[tuple[str, str]]:
+        return _hits(self.gates)
+
+    def __call__(self, batch: Batch) -> None:
+        parts: list[Chunk | bytes] = []
+        for part in batch.parts:
+            if not isinstance(part, bytes):
+                parts.append(part)
+                continue
+            for block in _BLOCK_END.split(part):
+                if block.strip():
+                    parts.append(self._event(block))
+        batch.parts = parts
+
+    def _event(self, block: bytes) -> bytes:
+        name, data = _parse(block)
+        kind = data.get("type") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or kind not in (
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+        ):
+            return block + b"\n\n"
+        index = data.get("index", 0) if isinstance(data.get("index"), int) else 0
+        if kind == "message_delta":
+            delta = data.get("delta")
+            if self._blocked_sent and isinstance(delta, dict):
+                delta["stop_reason"] = "refusal"
+                return _encode(name, data)
+            return block + b"\n\n"
+        gate = self.gates.get(index)
+        if kind == "content_block_stop":
+            if gate is None or self._blocked_sent:
+                return block + b"\n\n"
+            text = gate.flush()
+            if gate.blocked is not None:
+                text, self._blocked_sent = withheld(gate.blocked), True
+            if not text:
+                return block + b"\n\n"
+            delta_event = {"type": "content_block_delta", "index": index,
+                           "delta": {"type": "text_delta", "text": text}}  # fmt: skip
+            return _encode(b"content_block_delta", delta_event) + block + b"\n\n"
+        delta = data.get("delta")
+        if not isinstance(delta, dict) or delta.get("type") != "text_delta":
+            return block + b"\n\n"
+        if gate is None:
+            gate = self.gates[index] = TextGate(self._rules)
+        given = delta.get("text")
+        text = given if isinstance(given, str) else ""
+        if self._blocked_sent:  # the answer was withheld: no more of its text
+            out = ""
+        else:
+            out = gate.feed(text)
+            if gate.blocked is not None:
+                out, self._blocked_sent = withheld(gate.blocked), True
+        if out == text:
+            return block + b"\n\n"
+        delta["text"] = out
+        return _encode(name, data)
+
+
+def _hits(gates: dict[int, TextGate]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for gate in gates.values():
+        out += [hit for hit in gate.hits if hit not in out]
+    return out
+
+
+def _parse(block: bytes) -> tuple[bytes, Any]:
+    name, data = b"", []
+    for line in block.splitlines():
+        if line.startswith(b"event:"):
+            name = line[6:].strip()
+        elif line.startswith(b"data:"):
+            data.append(line[5:].removeprefix(b" "))
+    try:
+        return name, json.loads(b"\n".join(data)) if data else None
+    except (ValueError, RecursionError):
+        return name, None
+
+
+def _encode(name: bytes, data: dict[str, Any]) -> bytes:
+    head = b"event: " + name + b"\n" if name else b""
+    return head + b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"

@@ -1,0 +1,249 @@
+"""Guardrails on streamed answers: the text gate table-driven over every detector,
+action and chunk size, then end to end with the official SDKs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anthropic
+import openai
+import pytest
+
+from aigateway import logread
+from aigateway.config.model import Guardrails
+from aigateway.guard import Rules, compile_rules
+from aigateway.guard_stream import MAX_PENDING, AnthropicStreamGuard, ChatStreamGuard, TextGate
+from aigateway.promptlog import log_files
+from aigateway.providers.base import Batch, Chunk
+from tests.conftest import KEY, OTHER_KEY, Both, GatewayFactory
+from tests.fakes import Reply, anthropic_events, anthropic_message, chunk_events
+from tests.test_guardrails import DETECTED, LOOK_ALIKES, guarded
+from tests.test_messages_api import client
+
+SIZES = (1, 2, 5, 13, 1000)
+
+
+def rules(**config: object) -> Rules:
+    compiled = compile_rules(Guardrails.model_validate({"responses": True, **config}))
+    assert compiled is not None
+    return compiled
+
+
+def through(gate: TextGate, text: str, size: int) -> list[str]:
+    """What the gate lets out for each piece of ``text`` cut every ``size`` characters,
+    then at the end."""
+    return [gate.feed(text[i : i + size]) for i in range(0, len(text), size)] + [gate.flush()]
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize(
+    ("rule", "text", "action"),
+    [
+        (rule, text, action)
+        for rule, text in DETECTED
+        for action in ("log", "redact", "block")
+        if not (rule == "injection" and action == "redact")
+    ],
+)
+def test_gate_every_detector_action_and_chunk_size(
+    rule: str, text: str, action: str, size: int
+) -> None:
+    r = rules(**{rule: action})
+    answer = f"Sure: {text}; anything else?"
+    start, end, _, _ = r.find(answer)[0]
+    gate = TextGate(r)
+    out = "".join(through(gate, answer, size))
+    assert gate.hits == [(rule, action)]
+    if action == "log":
+        assert out == answer
+    elif action == "redact":
+        assert out == answer[:start] + f"[REDACTED:{rule}]" + answer[end:]
+    else:
+        assert gate.blocked == rule
+        assert answer.startswith(out) and len(out) <= start  # nothing of the match left
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize(("rule", "text"), LOOK_ALIKES)
+def test_gate_passes_look_alikes(rule: str, text: str, size: int) -> None:
+    gate = TextGate(rules(**{rule: "block"}))
+    assert "".join(through(gate, text, size)) == text
+    assert gate.hits == [] and gate.blocked is None
+
+
+def test_gate_holds_only_what_it_must() -> None:
+    gate = TextGate(rules(email="redact", stream_window=16))
+    # all but the last 16 characters go through at once
+    assert gate.feed("a" * 10 + " " + "b" * 20 + " ") == "a" * 10 + " " + "b" * 5
+    # and not the word being written: it may become an e-mail address
+    assert gate.feed("jane.doe@exa") == "b" * 12
+    # nor a match that ends within the last 16: it may still grow
+    assert gate.feed("mple.com and some more") == "bbb "
+    assert gate.flush() == "[REDACTED:email] and some more"
+    only_log = TextGate(rules(email="log"))
+    assert only_log.feed("jane.doe@exa") == "jane.doe@exa"  # log: nothing held
+    assert only_log.feed("mple.com") == "mple.com" and only_log.hits == [("email", "log")]
+
+
+def test_gate_holds_an_open_private_key_and_stays_bounded() -> None:
+    key = "-----BEGIN RSA PRIVATE KEY-----\n" + "\n".join(["QUJD" * 16] * 30)
+    gate = TextGate(rules(secrets="redact"))
+    out = through(gate, "here: " + key + "\n-----END RSA PRIVATE KEY----- ok", 7)
+    assert "".join(out) == "here: [REDACTED:secrets] ok"
+    # a key that never closes is held up to the bound, then let go: memory stays flat
+    gate = TextGate(rules(secrets="redact"))
+    held = 0
+    for _ in range(3000):
+        gate.feed("-----BEGIN PRIVATE KEY----- " + "x" * 20 if held == 0 else "y" * 20 + " ")
+        held = len(gate._text)
+        assert held <= MAX_PENDING + 2 * 128 + 40
+
+
+def _chat_batch(pieces: list[str], finish: str = "stop") -> Batch:
+    base = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+    raw = b""
+    for piece in pieces:
+        choice = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+        raw += b"data: " + json.dumps({**base, "choices": [choice]}).encode() + b"\n\n"
+    last = {"index": 0, "delta": {}, "finish_reason": finish}
+    return Batch([raw, Chunk(data={**base, "choices": [last]})])
+
+
+def _contents(batch: Batch) -> list[tuple[str, str | None]]:
+    out = []
+    for chunk in batch.all_chunks():
+        data = json.loads(chunk.encode())  # what the caller gets, re-read
+        choice = data["choices"][0]
+        out.append((choice["delta"].get("content", ""), choice["finish_reason"]))
+    return out
+
+
+def test_chat_chunks_keep_their_boundaries() -> None:
+    watch = ChatStreamGuard(rules(email="redact", stream_window=16))
+    pieces = ["Mail the whole team at ", "ann@exam", "ple.org", " before the meeting today."]
+    batch = _chat_batch(pieces)
+    watch(batch)
+    got = _contents(batch)
+    assert len(got) == 5  # one chunk out for each chunk in, in order
+    assert [text for text, _ in got] == [
+        "Mail th",
+        "e whole ",
+        "team at",
+        " [REDACTED:email] before th",
+        "e meeting today.",  # the last chunk carries what was held
+    ]
+    assert got[-1][1] == "stop"
+    assert watch.hits() == [("email", "redact")]
+
+
+def test_chat_block_withholds_the_rest() -> None:
+    watch = ChatStreamGuard(rules(card="block"))
+    first = _chat_batch(["Card: 4111 1111 ", "1111 1111 ", "is yours."])
+    watch(first)
+    got = _contents(first)
+    text = "".join(t for t, _ in got)
+    assert "4111" not in text and "withheld by the gateway's 'card' guardrail" in text
+    assert got[-1][1] == "content_filter"
+
+
+def test_anthropic_events_redacted_and_blocked() -> None:
+    events = anthropic_events(anthropic_message("mail ann@example.com now please"))
+    watch = AnthropicStreamGuard(rules(email="redact"))
+    batch = Batch([b"".join(events)])
+    watch(batch)
+    out = b"".join(p for p in batch.parts if isinstance(p, bytes))
+    deltas = [
+        json.loads(line[6:])["delta"]["text"]
+        for line in out.split(b"\n")
+        if line.startswith(b"data: ") and b"text_delta" in line
+    ]
+    assert "".join(deltas) == "mail [REDACTED:email] now please"
+    blocked = AnthropicStreamGuard(rules(email="block"))
+    batch = Batch(list(events))
+    blocked(batch)
+    out = b"".join(p for p in batch.parts if isinstance(p, bytes))
+    assert b"ann@example.com" not in out and b"withheld" in out
+    assert b'"stop_reason": "refusal"' in out
+
+
+# --- end to end --------------------------------------------------------------------
+
+
+async def test_streamed_answers_redacted_and_blocked_through_the_openai_sdk(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    gw = await make_gateway(
+        edit=guarded(tmp_path, "{email: redact, card: block, ssn: log, responses: true}")
+    )
+    gw.upstream.script += [
+        Reply(events=chunk_events(pieces=("To ", "bob@exa", "mple.com", " (ssn 123-45-", "6789)"))),
+        Reply(events=chunk_events(pieces=("Card ", "4111 1111", " 1111 1111", " ok"))),
+    ]  # fmt: skip
+    async with openai.AsyncOpenAI(base_url=gw.url, api_key=KEY, max_retries=0) as c:
+        stream = await c.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = [chunk async for chunk in stream]
+        stream = await c.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        blocked = [chunk async for chunk in stream]
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text == "To [REDACTED:email] (ssn 123-45-6789)"  # ssn: log only
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
+    withheld = "".join(ch.choices[0].delta.content or "" for ch in blocked if ch.choices)
+    assert "4111" not in withheld and "'card' guardrail" in withheld
+    assert blocked[-1].choices[0].finish_reason == "content_filter"
+    hits = gw.metrics.guardrail_hits.values
+    assert hits[("acme", "email", "redact", "response")] == 1
+    assert hits[("acme", "ssn", "log", "response")] == 1
+    assert hits[("acme", "card", "block", "response")] == 1
+    rows = list(logread.rows(log_files(tmp_path / "p.sqlite")))
+    assert set(json.loads(rows[0]["guardrails"])) == {"response:email:redact", "response:ssn:log"}
+    assert "[REDACTED:email]" in rows[0]["response_body"]
+    assert rows[0]["usage_source"] == "provider"  # the upstream's usage still came
+    assert rows[1]["usage_source"] == "provider" and rows[1]["completion_tokens"] == 4
+    everything = gw.log.getvalue() + json.dumps(rows) + repr(hits)
+    for secret in ("bob@example.com", "4111 1111 1111 1111"):
+        assert secret not in everything
+
+
+async def test_anthropic_stream_relayed_with_redaction(both: Both) -> None:
+    gw, fake = await both(
+        edit=lambda t: t.replace(
+            "other: {}", "other: {guardrails: {email: redact, responses: true}}"
+        )
+    )
+    fake.script.append(Reply(body=anthropic_message("Reach ann@example.com any time")))
+    async with (
+        client(gw, OTHER_KEY) as c,
+        c.messages.stream(
+            model="claude-x", max_tokens=50, messages=[{"role": "user", "content": "who?"}]
+        ) as stream,
+    ):
+        text = "".join([t async for t in stream.text_stream])
+        final = await stream.get_final_message()
+    assert text == "Reach [REDACTED:email] any time"
+    assert final.usage.output_tokens == 5
+    assert gw.metrics.guardrail_hits.values[("other", "email", "redact", "response")] == 1
+
+
+async def test_messages_stream_from_an_openai_upstream_blocked(both: Both) -> None:
+    gw, _ = await both(
+        edit=lambda t: t.replace("other: {}", "other: {guardrails: {ssn: block, responses: true}}")
+    )
+    gw.upstream.script.append(Reply(events=chunk_events(pieces=("It is ", "123-45-6789", "."))))
+    async with (
+        anthropic.AsyncAnthropic(base_url=gw.root, api_key=OTHER_KEY, max_retries=0) as c,
+        c.messages.stream(
+            model="gpt-4o", max_tokens=50, messages=[{"role": "user", "content": "ssn?"}]
+        ) as stream,
+    ):
+        text = "".join([t async for t in stream.text_stream])
+        final = await stream.get_final_message()
+    assert "123-45-6789" not in text and "'ssn' guardrail" in text
+    assert final.stop_reason == "refusal"
