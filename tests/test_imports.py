@@ -45,6 +45,7 @@ LAYERS: dict[str, int] = {
     "logread": 3,
     "rebuild": 3,
     "cache_store": 3,
+    "semantic_store": 3,
     "providers": 1,
     "pipeline": 2,
     "observability": 2,

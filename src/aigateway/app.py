@@ -56,6 +56,7 @@ from aigateway.rebuild import spend_to_restore
 from aigateway.reload import Reloader
 from aigateway.routing import RoutingState
 from aigateway.runtime import Runtime, RuntimeHolder, build_runtime
+from aigateway.semantic_store import open_semantic
 from aigateway.state_fallback import open_store
 from aigateway.state_memory import MemoryStore
 from aigateway.tasks import Tasks
@@ -72,6 +73,7 @@ from aigateway.web_common import (
     READY,
     RELOADER,
     REQUEST_IDS,
+    SEMANTIC,
     STARTED,
     STORE,
     TASKS,
@@ -433,6 +435,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
         await asyncio.to_thread(prepare, loaded)
         cache = app[CACHE] = open_cache(loaded.config.cache, loaded.config.state, metrics)
+        semantic = app[SEMANTIC] = open_semantic(loaded.config.cache, loaded.config.state, metrics)
         prompt_log = None
         if loaded.config.prompt_log is not None:
             prompt_log = app[PROMPT_LOG] = PromptLog(loaded.config.prompt_log, metrics)
@@ -466,6 +469,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
                 spawn=tasks.finish,
                 prompt_log=prompt_log,
                 cache=cache,
+                semantic=semantic,
                 on_unpriced=unpriced,
             )
 
@@ -505,6 +509,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             await app[STORE].close()
         if CACHE in app:
             await app[CACHE].close()
+        if SEMANTIC in app:
+            await app[SEMANTIC].close()
         await session.close()
 
 

@@ -217,7 +217,7 @@ class Metrics:
         )
         self.cache = LoopCounter(
             "aigateway_cache_requests",
-            "Requests to cached routes by result (hit, miss).",
+            "Requests to cached routes by result (hit, miss, semantic_hit, semantic_error).",
             ["route", "result"],
         )
         self.cache_saved = LoopCounter(

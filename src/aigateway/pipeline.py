@@ -57,6 +57,11 @@ class RequestContext:
     reply_format: Literal["openai", "anthropic"] = "openai"
     #: answered from the response cache
     cache_hit: bool = False
+    #: a semantic cache hit: how similar the cached message was (cosine)
+    cache_similarity: float | None = None
+    #: what the semantic cache's embedding of the request cost (part of the request's)
+    lookup_cost_usd: Decimal = Decimal(0)
+    lookup_tokens: int = 0
     #: the gateway set max_tokens (from a budget), the caller did not
     max_tokens_by_gateway: bool = False
     #: guardrail hits, "direction:rule:action" (never the matched text)

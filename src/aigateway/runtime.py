@@ -32,6 +32,7 @@ from aigateway.middleware.observe import Observe
 from aigateway.middleware.parse import ParseBody
 from aigateway.middleware.record import Record
 from aigateway.middleware.route import ResolveRoute
+from aigateway.middleware.semantic import SemanticLookup
 from aigateway.mock_transport import MockTransport
 from aigateway.observability import AccessLog
 from aigateway.pipeline import Handler, Middleware, build_chain
@@ -46,6 +47,7 @@ from aigateway.providers.openai import OpenAIAdapter
 from aigateway.proxy import ProviderHandle, Proxy
 from aigateway.quota import LimitStore
 from aigateway.routing import RoutingState
+from aigateway.semantic_store import SemanticStore
 from aigateway.tokens import Tokenizer
 from aigateway.upstream import Transport
 
@@ -77,6 +79,7 @@ def build_runtime(
     spawn: Spawn,
     prompt_log: PromptLog | None = None,
     cache: CacheStore | None = None,
+    semantic: SemanticStore | None = None,
     on_unpriced: Callable[[str, str], None] = lambda provider, model: None,
 ) -> Runtime:
     config = loaded.config
@@ -108,15 +111,24 @@ def build_runtime(
                 store,
                 tokenizer=tokenizer,
                 worst_price=account.worst_case,
-                cost=account.cost,
+                cost=account.total,
                 settings=config.governance,
                 metrics=metrics,
                 spawn=spawn,
+                routes=config.models,
             )
         )
+    proxy = Proxy(providers, routing, config.retry_policies, tokenizer)
     if cache is not None and _has_cache(config):
-        middlewares.append(Cache(config, cache, metrics=metrics, cost=account.cost, spawn=spawn))
-    chain = build_chain(middlewares, Proxy(providers, routing, config.retry_policies, tokenizer))
+        lookup = None
+        if semantic is not None and _has_semantic(config):
+            lookup = SemanticLookup(
+                semantic, config.models, embed=proxy, cost=account.cost, metrics=metrics
+            )
+        middlewares.append(
+            Cache(config, cache, metrics=metrics, cost=account.cost, spawn=spawn, semantic=lookup)
+        )
+    chain = build_chain(middlewares, proxy)
     return Runtime(
         loaded=loaded, keys=keys, providers=providers, handler=chain, created=int(time.time())
     )
@@ -174,6 +186,11 @@ def _has_cache(config: GatewayConfig) -> bool:
     return any(r.cache for r in config.models.values()) or any(
         p.cache for p in config.projects.values()
     )
+
+
+def _has_semantic(config: GatewayConfig) -> bool:
+    caches = [r.cache for r in config.models.values()] + [p.cache for p in config.projects.values()]
+    return any(c is not None and c.semantic is not None for c in caches)
 
 
 def _has_guardrails(config: GatewayConfig) -> bool:

@@ -20,6 +20,7 @@ from aigateway.promptlog import PromptLog
 from aigateway.quota import LimitStore
 from aigateway.reload import Reloader
 from aigateway.runtime import RuntimeHolder
+from aigateway.semantic_store import SemanticStore
 from aigateway.tasks import Tasks
 from aigateway.tokens import Tokenizer
 
@@ -58,6 +59,7 @@ STORE = web.AppKey("store", LimitStore)
 TOKENIZER = web.AppKey("tokenizer", Tokenizer)
 PROMPT_LOG = web.AppKey("prompt_log", PromptLog)
 CACHE = web.AppKey("cache", CacheStore)
+SEMANTIC = web.AppKey("semantic", SemanticStore)
 #: time.monotonic() at start-up
 STARTED = web.AppKey("started", float)
 

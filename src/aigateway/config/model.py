@@ -411,11 +411,25 @@ class Guardrails(Strict):
     stream_window: Annotated[int, Field(ge=16, le=4096)] | None = None
 
 
+class SemanticCache(Strict):
+    """Also answer a chat request whose last message means the same as a cached
+    one's (the conversation before it, and every other field, the same)."""
+
+    #: the route (a name under models) that embeds the caller's last message
+    embeddings: str
+    #: cosine similarity the cached message must reach
+    threshold: Annotated[float, Field(gt=0, le=1)] = 0.95
+    #: cached messages compared for one conversation at most (the oldest go first)
+    max_entries: Annotated[int, Field(ge=1, le=100_000)] = 1000
+
+
 class RouteCache(Strict):
     """Serve identical requests from a cache: per route or per project (opt-in)."""
 
     #: entries live this long
     ttl_s: Annotated[float, Field(gt=0)] = 300.0
+    #: similar requests too (embeddings of the last message, cosine similarity)
+    semantic: SemanticCache | None = None
 
 
 class CacheConfig(Strict):
@@ -552,9 +566,11 @@ class GatewayConfig(Strict):
                 )
             if route.strategy == "weighted" and not any(t.weight for t in route.targets):
                 out.append((("models", route_name, "targets"), "all weights are 0"))
+            out += self._check_semantic(("models", route_name, "cache"), route.cache)
         for project_name, project in self.projects.items():
             out += self._check_models(("projects", project_name, "models"), project.models)
             out += _duplicate_windows(("projects", project_name, "budgets"), project.budgets)
+            out += self._check_semantic(("projects", project_name, "cache"), project.cache)
             for provider in project.provider_keys:
                 if provider not in self.providers:
                     out.append(
@@ -588,6 +604,17 @@ class GatewayConfig(Strict):
                 )
             seen_digests.setdefault(key.sha256, i)
         return out
+
+    def _check_semantic(self, path: Path, cache: RouteCache | None) -> list[tuple[Path, str]]:
+        if cache is None or cache.semantic is None:
+            return []
+        name = cache.semantic.embeddings
+        where: Path = (*path, "semantic", "embeddings")
+        if name.endswith("/*"):
+            return [(where, "the embeddings route must be a plain name, not a wildcard")]
+        if name not in self.models:
+            return [(where, f"unknown model {name!r}{_suggest(name, self.models)}")]
+        return []
 
     def _check_models(self, path: Path, names: list[str] | None) -> list[tuple[Path, str]]:
         return [

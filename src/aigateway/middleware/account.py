@@ -35,6 +35,12 @@ class Account:
         model = ctx.served_model or ctx.attempts[-1].model
         return self._prices.cost(provider, self._base_urls.get(provider), model, usage)
 
+    def total(self, ctx: RequestContext, usage: Usage | None) -> Decimal | None:
+        """What the request cost: its answer (nothing, from the cache) and the
+        semantic cache's embedding of it. None while the answer's price is unknown."""
+        answer = Decimal(0) if ctx.cache_hit else self.cost(ctx, usage)
+        return None if answer is None else answer + ctx.lookup_cost_usd
+
     def worst_case(self, provider: str, model: str) -> tuple[Decimal, Decimal] | None:
         """The most an input and an output token of this model can cost (USD/Mtok)."""
         rates = self._prices.rates(provider, self._base_urls.get(provider), model)
@@ -47,7 +53,7 @@ class Account:
             return reply
         cost = ctx.cost_usd
         if cost is None:  # (limits and budgets, inside, may have priced it already)
-            cost = ctx.cost_usd = self.cost(ctx, ctx.usage)
+            cost = ctx.cost_usd = self.total(ctx, ctx.usage)
         if cost is None:
             return reply
         ctx.response_headers["x-aigateway-cost-usd"] = usd(cost)
@@ -75,13 +81,13 @@ def _stream_hooks(account: Account, ctx: RequestContext, reply: StreamReply) -> 
         for part in batch.parts:
             if isinstance(part, Chunk) and part.data.get("usage"):
                 usage = part.data["usage"]
-                cost = account.cost(ctx, Usage.from_openai(usage))
+                cost = account.total(ctx, Usage.from_openai(usage))
                 if cost is not None and isinstance(usage, dict):
                     usage["cost"] = float(cost)
                     part.raw = None  # re-encoded: the chunk changed
 
     def on_end(status: int, error: str | None) -> None:
-        ctx.cost_usd = account.cost(ctx, ctx.usage)  # ctx.usage: set when the stream closed
+        ctx.cost_usd = account.total(ctx, ctx.usage)  # ctx.usage: set when the stream closed
 
     reply.on_batch.append(on_batch)
     reply.on_end.append(on_end)

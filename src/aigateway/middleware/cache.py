@@ -10,6 +10,11 @@ never share entries. Whole answers and completed streams are stored; a hit is
 served as JSON or, to a streaming caller, as a valid SSE stream. A hit costs $0,
 uses no tokens (rate limits count it as a request), and says
 ``x-aigateway-cache: hit``. Chat completions and embeddings; not ``/v1/messages``.
+
+With ``semantic``, a chat request that misses is also compared with the cached
+requests of the same conversation (``middleware.semantic``): a last message as
+similar as the threshold takes that answer, and says how similar in
+``x-aigateway-cache-similarity``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 from aigateway.cache_store import CacheStore
 from aigateway.config.model import CacheConfig, GatewayConfig, RouteCache
 from aigateway.metrics import Metrics
+from aigateway.middleware.semantic import Probe, SemanticLookup
 from aigateway.pipeline import Handler, JsonReply, Reply, RequestContext, StreamReply
 from aigateway.providers.base import Batch, Chunk
 from aigateway.wire import Usage
@@ -41,6 +47,7 @@ class Cache:
         metrics: Metrics,
         cost: Callable[[RequestContext, Usage | None], Decimal | None],
         spawn: Spawn,
+        semantic: SemanticLookup | None = None,
     ) -> None:
         self._config = config
         self._settings: CacheConfig = config.cache
@@ -48,39 +55,63 @@ class Cache:
         self._metrics = metrics
         self._cost = cost
         self._spawn = spawn
-
-    def _rule(self, ctx: RequestContext) -> RouteCache | None:
-        if ctx.endpoint == "messages" or ctx.route is None:
-            return None
-        if ctx.route.cache is not None:
-            return ctx.route.cache
-        return ctx.project.cache if ctx.project is not None else None
+        self._semantic = semantic
 
     async def __call__(self, ctx: RequestContext, call_next: Handler) -> Reply:
-        rule = self._rule(ctx)
+        rule = cache_rule(ctx)
         directive = ctx.headers.get("x-aigateway-cache", "").strip().lower()
         if rule is None or directive == "no-store":
             return await call_next(ctx)
-        key = self._key(ctx)
+        body = self._significant(ctx)
+        key = self._key(ctx, body)
         route = ctx.route_name or "-"
         if directive != "refresh":
             raw = await self._store.get(key)
             if raw is not None:
                 return self._hit(ctx, raw)
+        # embedded for the lookup, or (refresh) to be stored with the new answer
+        probe = await self._probe(ctx, rule, body)
+        if probe is not None and directive != "refresh":
+            hit = await self._similar(ctx, probe, rule)
+            if hit is not None:
+                return hit
         ctx.response_headers["x-aigateway-cache"] = "miss"
         self._metrics.cache.inc((route, "miss"))
         reply = await call_next(ctx)
         if isinstance(reply, JsonReply):
             if reply.status == 200:
-                self._put(key, reply.body, ctx, rule.ttl_s)
+                self._put(key, reply.body, ctx, rule, probe)
             return reply
-        _collect(reply, lambda answer: self._put(key, answer, ctx, rule.ttl_s))
+        _collect(reply, lambda answer: self._put(key, answer, ctx, rule, probe))
         return reply
 
-    def _key(self, ctx: RequestContext) -> str:
+    async def _probe(
+        self, ctx: RequestContext, rule: RouteCache, body: dict[str, Any]
+    ) -> Probe | None:
+        """The request embedded for the semantic cache, if it has one and can."""
+        if rule.semantic is None or self._semantic is None:
+            return None
+        probe = self._semantic.probe(ctx, rule.semantic, body)
+        if probe is None or not await self._semantic.embed(ctx, probe, rule.semantic):
+            return None
+        return probe
+
+    async def _similar(self, ctx: RequestContext, probe: Probe, rule: RouteCache) -> Reply | None:
+        assert rule.semantic is not None and self._semantic is not None
+        found = await self._semantic.nearest(probe, rule.semantic)
+        raw = await self._store.get(found[0]) if found is not None else None
+        if found is None or raw is None:
+            return None
+        return self._hit(ctx, raw, similarity=found[1])
+
+    def _significant(self, ctx: RequestContext) -> dict[str, Any]:
+        """The request body without what does not change the answer."""
         body = {k: v for k, v in ctx.body.items() if k not in _IGNORED}
         if ctx.max_tokens_by_gateway:
             body.pop("max_tokens", None)  # set from the remaining budget: not the caller's
+        return body
+
+    def _key(self, ctx: RequestContext, body: dict[str, Any]) -> str:
         material = json.dumps(
             [ctx.project_name, ctx.route_name, ctx.endpoint, body],
             sort_keys=True,
@@ -90,31 +121,53 @@ class Cache:
         )
         return hashlib.sha256(material.encode()).hexdigest()
 
-    def _put(self, key: str, answer: dict[str, Any], ctx: RequestContext, ttl_s: float) -> None:
+    def _put(
+        self,
+        key: str,
+        answer: dict[str, Any],
+        ctx: RequestContext,
+        rule: RouteCache,
+        probe: Probe | None,
+    ) -> None:
         cost = self._cost(ctx, ctx.usage) if ctx.usage is not None else None
         entry = json.dumps(
             {"answer": answer, "model": ctx.served_model, "cost": float(cost or 0)},
             separators=(",", ":"),
             ensure_ascii=False,
         ).encode()
-        if len(entry) <= self._settings.max_entry_bytes:
-            self._spawn("cache-put", self._store.put(key, entry, ttl_s))
+        if len(entry) > self._settings.max_entry_bytes:
+            return
+        self._spawn("cache-put", self._store.put(key, entry, rule.ttl_s))
+        if probe is not None and rule.semantic is not None and self._semantic is not None:
+            self._spawn("cache-put", self._semantic.add(probe, key, rule.ttl_s, rule.semantic))
 
-    def _hit(self, ctx: RequestContext, raw: bytes) -> Reply:
+    def _hit(self, ctx: RequestContext, raw: bytes, similarity: float | None = None) -> Reply:
         entry = json.loads(raw)
         answer: dict[str, Any] = entry["answer"]
         route, project = ctx.route_name or "-", ctx.project_name or "-"
-        self._metrics.cache.inc((route, "hit"))
+        self._metrics.cache.inc((route, "hit" if similarity is None else "semantic_hit"))
         self._metrics.cache_saved.inc((project, route), float(entry.get("cost") or 0))
         ctx.cache_hit = True
-        ctx.cost_usd = Decimal(0)  # nothing was spent
+        ctx.cost_usd = ctx.lookup_cost_usd  # nothing was spent but the lookup's embedding
         ctx.served_model = entry.get("model")
         ctx.response_headers["x-aigateway-cache"] = "hit"
+        if similarity is not None:
+            ctx.cache_similarity = similarity
+            ctx.response_headers["x-aigateway-cache-similarity"] = f"{similarity:.4f}"
         if isinstance(answer.get("usage"), dict):
-            answer["usage"]["cost"] = 0.0
+            answer["usage"]["cost"] = float(ctx.lookup_cost_usd)
         if ctx.stream:
             return StreamReply(_Replay(_chunks(answer, ctx.client_wants_usage)))
         return JsonReply(200, answer)
+
+
+def cache_rule(ctx: RequestContext) -> RouteCache | None:
+    """The cache settings that apply to a request: its route's, else its project's."""
+    if ctx.endpoint == "messages" or ctx.route is None:
+        return None
+    if ctx.route.cache is not None:
+        return ctx.route.cache
+    return ctx.project.cache if ctx.project is not None else None
 
 
 def _collect(reply: StreamReply, store: Callable[[dict[str, Any]], None]) -> None:

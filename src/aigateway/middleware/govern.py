@@ -20,15 +20,16 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from aigateway import limits
-from aigateway.config.model import Governance
+from aigateway.config.model import Governance, Route
 from aigateway.errors import BudgetExceeded, GatewayError, LimitsUnavailable, RateLimited
 from aigateway.metrics import Metrics
+from aigateway.middleware.cache import cache_rule
 from aigateway.pipeline import Handler, Reply, RequestContext, StreamReply
 from aigateway.policy import (
     Policy,
@@ -71,7 +72,10 @@ class Govern:
         settings: Governance,
         metrics: Metrics,
         spawn: Spawn,
+        routes: Mapping[str, Route] | None = None,
     ) -> None:
+        #: every route by name (the semantic cache's embeddings routes are priced too)
+        self._all_routes = routes or {}
         self._policies = policies
         self._store = store
         self._tokenizer = tokenizer
@@ -80,7 +84,7 @@ class Govern:
         self._settings = settings
         self._metrics = metrics
         self._spawn = spawn
-        self._routes: dict[tuple[str, str | None], _RouteFacts] = {}
+        self._routes: dict[tuple[str, str | None, str | None], _RouteFacts] = {}
         self._windows = Windows()
 
     async def __call__(self, ctx: RequestContext, call_next: Handler) -> Reply:
@@ -171,7 +175,9 @@ class Govern:
 
     def _route_facts(self, ctx: RequestContext) -> _RouteFacts:
         """What admission needs to know of the route, worked out once per route."""
-        key = (ctx.route_name or "", ctx.wildcard)
+        rule = cache_rule(ctx)
+        lookup = rule.semantic.embeddings if rule is not None and rule.semantic else None
+        key = (ctx.route_name or "", ctx.wildcard, lookup)
         found = self._routes.get(key)
         if found is not None:
             return found
@@ -186,6 +192,12 @@ class Govern:
             price = self._worst_price(target.provider, model)
             if price is not None:
                 worst_in, worst_out = max(worst_in, price[0]), max(worst_out, price[1])
+        embedder = self._all_routes.get(lookup) if lookup is not None else None
+        if embedder is not None:  # the semantic cache embeds (part of) the prompt first
+            worst_in += max(
+                (p[0] for t in embedder.targets if (p := self._worst_price(t.provider, t.model))),
+                default=Decimal(0),
+            )
         caps = [t.max_tokens for t in route.targets]
         found = _RouteFacts(
             models=tuple(t.model if t.model != "*" else (ctx.wildcard or "") for t in targets),
@@ -254,18 +266,19 @@ class Govern:
     async def _settle(self, ctx: RequestContext, plan: Plan, admission: Admission) -> list[int]:
         usage = ctx.usage
         nano = tokens = 0
-        if usage is not None:
-            tokens = usage.total_tokens
+        if usage is not None or ctx.cache_hit:  # (a hit may have cost an embedding)
+            tokens = (usage.total_tokens if usage is not None else 0) + ctx.lookup_tokens
             cost = self._cost(ctx, usage)
             if cost is not None:
                 ctx.cost_usd = cost
                 nano = limits.to_nano(cost)
-            elif ctx.route is not None:
+            elif usage is not None and ctx.route is not None:
                 # The model that answered has no price (e.g. a dated snapshot only
                 # its alias is priced for): bill the route's worst-case rates, the
                 # ones reserved, rather than let spend escape the budget.
                 worst = self._route_facts(ctx).prices
                 nano = usage.prompt_tokens * worst.input + usage.completion_tokens * worst.output
+                nano += limits.to_nano(ctx.lookup_cost_usd)
         used = [nano if q.unit == "usd" else tokens for q in plan.quotas]
         rates = tuple(
             (r.key, tokens - r.fixed - r.per_unit * admission.units)

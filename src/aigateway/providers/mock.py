@@ -206,7 +206,23 @@ class MockEngine:
         return MockPlan(200, {"content-type": "application/json"}, _dumps(out), latency_s=latency)
 
 
+_WORD = re.compile(r"\w+")
+
+
 def _vector(text: str, dims: int) -> list[float]:
+    """A bag of words, hashed into ``dims`` (texts that share words point the same
+    way, as real embeddings of similar texts do); text without words: a hash."""
+    values = [0.0] * dims
+    for word in _WORD.findall(text.lower()):
+        h = hashlib.blake2b(word.encode(), digest_size=8).digest()
+        values[int.from_bytes(h[:4], "little") % dims] += 1.0 if h[4] & 1 else -1.0
+    norm = math.sqrt(sum(v * v for v in values))
+    if norm:
+        return [round(v / norm, 6) for v in values]
+    return _hashed(text, dims)
+
+
+def _hashed(text: str, dims: int) -> list[float]:
     raw = b""
     counter = 0
     while len(raw) < dims * 2:

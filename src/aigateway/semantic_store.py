@@ -1,0 +1,214 @@
+"""Where the semantic cache's vectors live: this process, or Redis (shared by
+replicas). Each entry is a unit vector under the key of a cached answer (which
+lives in the ``CacheStore``), in a partition (one project, route, conversation
+so far and parameters); a lookup compares the query with the partition's live
+entries and returns the most similar, with its cosine similarity.
+
+Bounds: at most ``max_entries`` per partition (the oldest go first), and in
+memory ``cache.max_entries`` in all (the least recently used partition goes
+first). A Redis failure is a miss (counted), as for the exact cache.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aigateway.config.model import CacheConfig, StateConfig
+from aigateway.metrics import Metrics
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    Vector = NDArray[np.float32]
+else:
+    Vector = Any
+
+
+def unit(values: list[float]) -> Vector | None:
+    """A provider's embedding as a float32 unit vector (None: empty or zero)."""
+    import numpy as np
+
+    vector = np.asarray(values, dtype=np.float32)
+    norm = float(np.linalg.norm(vector)) if vector.ndim == 1 and vector.size else 0.0
+    if not norm or norm != norm:  # zero, NaN
+        return None
+    result: Vector = vector / norm
+    return result
+
+
+def _best(keys: list[str], rows: list[Vector], query: Vector) -> tuple[str, float] | None:
+    import numpy as np
+
+    same = [i for i, row in enumerate(rows) if row.shape == query.shape]
+    if not same:
+        return None
+    scores = np.stack([rows[i] for i in same]) @ query
+    at = int(np.argmax(scores))
+    return keys[same[at]], float(scores[at])
+
+
+class SemanticStore(Protocol):
+    async def nearest(self, partition: str, query: Vector) -> tuple[str, float] | None: ...
+
+    async def add(
+        self, partition: str, key: str, vector: Vector, ttl_s: float, max_entries: int
+    ) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class _Partition:
+    #: entry key → (expires at, unit vector), oldest first
+    entries: OrderedDict[str, tuple[float, Vector]] = field(default_factory=OrderedDict)
+
+
+class MemorySemantic:
+    def __init__(self, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._parts: OrderedDict[str, _Partition] = OrderedDict()
+        self._max = max_entries
+        self._count = 0
+        self._clock = clock
+
+    async def nearest(self, partition: str, query: Vector) -> tuple[str, float] | None:
+        part = self._parts.get(partition)
+        if part is None:
+            return None
+        self._parts.move_to_end(partition)
+        now = self._clock()
+        for key in [k for k, (ends, _) in part.entries.items() if ends <= now]:
+            del part.entries[key]
+            self._count -= 1
+        if not part.entries:
+            del self._parts[partition]
+            return None
+        keys = list(part.entries)
+        return _best(keys, [v for _, v in part.entries.values()], query)
+
+    async def add(
+        self, partition: str, key: str, vector: Vector, ttl_s: float, max_entries: int
+    ) -> None:
+        part = self._parts.get(partition)
+        if part is None:
+            part = self._parts[partition] = _Partition()
+        self._parts.move_to_end(partition)
+        if key in part.entries:
+            del part.entries[key]
+            self._count -= 1
+        part.entries[key] = (self._clock() + ttl_s, vector)
+        self._count += 1
+        while len(part.entries) > max_entries:
+            part.entries.popitem(last=False)
+            self._count -= 1
+        while self._count > self._max and self._parts:
+            oldest = next(iter(self._parts.values()))
+            oldest.entries.popitem(last=False)
+            self._count -= 1
+            if not oldest.entries:
+                self._parts.popitem(last=False)
+
+    async def close(self) -> None:
+        self._parts.clear()
+        self._count = 0
+
+
+# KEYS: vectors hash, expiry sorted set. ARGV: entry key, ttl ms, vector bytes, max.
+# Redis's clock decides expiry, so replicas with skewed clocks agree.
+_ADD = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local ttl = tonumber(ARGV[2])
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1000)
+for _, member in ipairs(gone) do
+  redis.call('HDEL', KEYS[1], member)
+  redis.call('ZREM', KEYS[2], member)
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+if over > 0 then
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, over - 1)) do
+    redis.call('HDEL', KEYS[1], member)
+    redis.call('ZREM', KEYS[2], member)
+  end
+end
+for _, k in ipairs(KEYS) do
+  if redis.call('PTTL', k) < ttl then redis.call('PEXPIRE', k, ttl) end
+end
+return 1
+"""
+# KEYS: vectors hash, expiry sorted set. Returns key, vector, key, vector, ...
+_LIVE = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local out = {}
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf')) do
+  local vector = redis.call('HGET', KEYS[1], member)
+  if vector then
+    out[#out + 1] = member
+    out[#out + 1] = vector
+  end
+end
+return out
+"""
+
+
+class RedisSemantic:
+    def __init__(self, url: str, *, prefix: str, timeout_s: float, metrics: Metrics) -> None:
+        import redis.asyncio as aioredis
+
+        self._redis: Any = aioredis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        self._tag = "{" + prefix + "}:semantic:"
+        self._metrics = metrics
+        self._add = self._redis.register_script(_ADD)
+        self._live = self._redis.register_script(_LIVE)
+
+    def _keys(self, partition: str) -> list[str]:
+        return [self._tag + partition + ":v", self._tag + partition + ":t"]
+
+    async def nearest(self, partition: str, query: Vector) -> tuple[str, float] | None:
+        import numpy as np
+        from redis.exceptions import RedisError
+
+        try:
+            flat = await self._live(keys=self._keys(partition))
+        except (RedisError, OSError):
+            self._metrics.state_errors.inc(("semantic_get", "miss"))
+            return None
+        keys = [k.decode() for k in flat[0::2]]
+        rows = [np.frombuffer(v, dtype=np.float32) for v in flat[1::2]]
+        return _best(keys, rows, query) if keys else None
+
+    async def add(
+        self, partition: str, key: str, vector: Vector, ttl_s: float, max_entries: int
+    ) -> None:
+        from redis.exceptions import RedisError
+
+        ttl_ms = max(1, int(ttl_s * 1000))
+        try:
+            await self._add(
+                keys=self._keys(partition), args=[key, ttl_ms, vector.tobytes(), max_entries]
+            )
+        except (RedisError, OSError):
+            self._metrics.state_errors.inc(("semantic_put", "skipped"))
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def open_semantic(config: CacheConfig, state: StateConfig, metrics: Metrics) -> SemanticStore:
+    if config.backend == "redis" and state.url is not None:
+        return RedisSemantic(
+            state.url.get_secret_value(),
+            prefix=state.key_prefix,
+            timeout_s=state.timeout_s,
+            metrics=metrics,
+        )
+    return MemorySemantic(config.max_entries)
