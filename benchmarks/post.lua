@@ -3,10 +3,23 @@ local f = assert(io.open(os.getenv("BODY_FILE"), "rb"))
 local body = f:read("*a")
 f:close()
 local auth = os.getenv("AUTH")
+-- VARY=1: every request's body differs ("@N@" becomes a number of its own), so no
+-- two requests are identical (the semantic cache scenario)
+local vary = os.getenv("VARY") == "1"
 
 local threads = {}
 function setup(thread)
   table.insert(threads, thread)
+  thread:set("tid", #threads)
+end
+
+if vary then
+  sent = 0
+  function request()
+    sent = sent + 1
+    local text = string.gsub(body, "@N@", tid .. "-" .. sent)
+    return wrk.format(nil, nil, nil, text)
+  end
 end
 
 function init(args)

@@ -42,9 +42,20 @@ CONNECTIONS = (1, 32, 256)
 #: governed: the JSON route for a key with rate limits and budgets;
 #: logged: the JSON route on a second gateway that writes the prompt log
 #: (durability strict, bodies redacted): every answer waits for its commit;
-#: guarded: the JSON route for a key with every guardrail on;
-#: cached: a route with the response cache on (every request after the first hits)
-KINDS = ("json", "sse", "failover", "governed", "logged", "guarded", "cached")
+#: guarded: the JSON route for a key with every guardrail on (requests and answers);
+#: guarded_sse: the same on the SSE route (streamed answers checked chunk by chunk);
+#: cached: a route with the response cache on (every request after the first hits);
+#: semantic: a route with the semantic cache on, every request's question different:
+#: each is embedded (an upstream call) and answered by the first one's entry
+KINDS = (
+    "json", "sse", "failover", "governed", "logged", "guarded", "guarded_sse", "cached",
+    "semantic",
+)  # fmt: skip
+#: the route each scenario asks for
+MODELS = {"governed": "bench-json", "logged": "bench-json", "guarded": "bench-json",
+          "guarded_sse": "bench-sse"}  # fmt: skip
+#: the plain scenario each feature is measured against
+PLAIN = {"guarded_sse": "sse"}
 
 
 def free_port() -> int:
@@ -98,9 +109,23 @@ def canned(stream: bool) -> str:
     return "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
 
 
+def canned_embedding() -> str:
+    """One 1536-dimension vector, as text-embedding-3-small answers."""
+    vector = [round(((i * 7919) % 1000) / 1000 - 0.5, 6) for i in range(1536)]
+    return json.dumps(
+        {
+            "object": "list",
+            "data": [{"object": "embedding", "index": 0, "embedding": vector}],
+            "model": "text-embedding-3-small",
+            "usage": {"prompt_tokens": 8, "total_tokens": 8},
+        }
+    )
+
+
 def nginx_conf(port: int, tmp: Path) -> str:
     (tmp / "json").write_text(canned(False))
     (tmp / "sse").write_text(canned(True))
+    (tmp / "embedding").write_text(canned_embedding())
     return textwrap.dedent(f"""\
         worker_processes 1;
         daemon off;
@@ -121,6 +146,12 @@ def nginx_conf(port: int, tmp: Path) -> str:
               default_type application/json;
               client_body_buffer_size 64k;
               alias {tmp}/json;
+              error_page 405 =200 $uri;
+            }}
+            location = /json/v1/embeddings {{
+              default_type application/json;
+              client_body_buffer_size 64k;
+              alias {tmp}/embedding;
               error_page 405 =200 $uri;
             }}
             location = /fail/v1/chat/completions {{
@@ -155,6 +186,10 @@ def gateway_conf(upstream: str) -> str:
           bench-json: {{targets: [{{provider: json-up, model: gpt-4o}}]}}
           bench-sse: {{targets: [{{provider: sse-up, model: gpt-4o}}]}}
           bench-cached: {{targets: [{{provider: json-up, model: gpt-4o}}], cache: {{ttl_s: 3600}}}}
+          bench-embed: {{targets: [{{provider: json-up, model: text-embedding-3-small}}]}}
+          bench-semantic:
+            targets: [{{provider: json-up, model: gpt-4o}}]
+            cache: {{ttl_s: 3600, semantic: {{embeddings: bench-embed, threshold: 0.9}}}}
           # a primary that always fails (503) and a healthy fallback
           bench-failover:
             targets: [{{provider: fail-up, model: gpt-4o}}, {{provider: json-up, model: gpt-4o}}]
@@ -168,7 +203,7 @@ def gateway_conf(upstream: str) -> str:
             budgets: [{{window: day, usd: 1000000}}, {{window: month, tokens: 1000000000000}}]
           guarded:
             guardrails: {{email: redact, phone: redact, card: block, iban: block, ssn: block,
-                          ip: log, secrets: redact, injection: log}}
+                          ip: log, secrets: redact, injection: log, responses: true}}
         keys:
           - {{id: bench, project: bench, sha256: "{digest}"}}
           - {{id: guarded, project: guarded, sha256: "{guarded}"}}
@@ -189,7 +224,9 @@ class Result:
     failed: int
 
 
-def wrk(url: str, body_file: Path, connections: int, duration: float, auth: str) -> Result:
+def wrk(
+    url: str, body_file: Path, connections: int, duration: float, auth: str, vary: bool = False
+) -> Result:
     threads = 1 if connections == 1 else 2
     proc = subprocess.run(
         [
@@ -208,7 +245,7 @@ def wrk(url: str, body_file: Path, connections: int, duration: float, auth: str)
         ],
         capture_output=True,
         text=True,
-        env={**os.environ, "BODY_FILE": str(body_file), "AUTH": auth},
+        env={**os.environ, "BODY_FILE": str(body_file), "AUTH": auth, "VARY": "1" if vary else ""},
         timeout=duration + 60,
         check=False,
     )
@@ -287,13 +324,15 @@ def main() -> int:
         bodies[kind].write_text(
             json.dumps(
                 {
-                    "model": "bench-json"
-                    if kind in ("governed", "logged", "guarded")
-                    else f"bench-{kind}",
-                    "stream": kind == "sse",
+                    "model": MODELS.get(kind, f"bench-{kind}"),
+                    "stream": kind in ("sse", "guarded_sse"),
                     "messages": [
                         {"role": "system", "content": "You are terse."},
-                        {"role": "user", "content": "Say hello twenty times."},
+                        {
+                            "role": "user",
+                            "content": "Say hello twenty times."
+                            + (" (@N@)" if kind == "semantic" else ""),
+                        },
                     ],
                 }
             )
@@ -329,18 +368,23 @@ def main() -> int:
                 for kind in KINDS:
                     for c in conns:
                         for target in ("direct", "baseline", "gateway"):
-                            # all but sse: direct and baseline show the JSON path
-                            path = "sse" if kind == "sse" else "json"
+                            # direct and baseline show the plain JSON or SSE path
+                            path = "sse" if "sse" in kind else "json"
                             port = log_port if kind == "logged" else gw_port
-                            auth = {"governed": GOV_KEY, "guarded": GUARD_KEY}.get(kind, KEY)
+                            auth = {
+                                "governed": GOV_KEY,
+                                "guarded": GUARD_KEY,
+                                "guarded_sse": GUARD_KEY,
+                            }.get(kind, KEY)
+                            vary = kind == "semantic"
                             url = {
                                 "direct": f"{upstream}/{path}/v1/chat/completions",
                                 "baseline": f"http://127.0.0.1:{base_port}/{path}"
                                 "/v1/chat/completions",
                                 "gateway": f"http://127.0.0.1:{port}/v1/chat/completions",
                             }[target]
-                            wrk(url, bodies[kind], c, 1.0, auth)  # warm-up
-                            r = wrk(url, bodies[kind], c, args.duration, auth)
+                            wrk(url, bodies[kind], c, 1.0, auth, vary)  # warm-up
+                            r = wrk(url, bodies[kind], c, args.duration, auth, vary)
                             r.target, r.kind = target, kind
                             results.append(r)
                             if target == "gateway" and kind != "logged":
@@ -422,17 +466,20 @@ def report(results: list[Result], conns: list[int], rss: dict[str, float]) -> No
     for kind, title in (
         ("governed", "governance chain (limits + budgets, memory state)"),
         ("logged", "prompt log (strict, full bodies)"),
-        ("guarded", "guardrails (every detector)"),
+        ("guarded", "guardrails (every detector, requests and answers)"),
+        ("guarded_sse", "guardrails on streamed answers (every detector)"),
         ("cached", "cache hits"),
+        ("semantic", "semantic cache hits (one embedding call each)"),
     ):
         if not any(r.kind == kind for r in results):
             continue
+        plain = PLAIN.get(kind, "json")
         parts = []
         for c in conns:
-            ratio = med("gateway", kind, c, "rps") / med("gateway", "json", c, "rps")
-            slower = med("gateway", kind, c, "p50_ms") - med("gateway", "json", c, "p50_ms")
+            ratio = med("gateway", kind, c, "rps") / med("gateway", plain, c, "rps")
+            slower = med("gateway", kind, c, "p50_ms") - med("gateway", plain, c, "p50_ms")
             parts.append(f"c={c} {ratio:.2f}x rps, {slower:+.2f} ms p50")
-        print(f"\n{title} vs the plain JSON path: " + "; ".join(parts))
+        print(f"\n{title} vs the plain {plain.upper()} path: " + "; ".join(parts))
     failed = sum(r.failed for r in results if r.kind != "failover")
     print(
         f"\npeak RSS: baseline {rss['baseline']:.1f} MiB, gateway {rss['gateway']:.1f} MiB; "

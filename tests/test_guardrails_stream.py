@@ -83,7 +83,8 @@ def test_gate_holds_only_what_it_must() -> None:
     assert gate.flush() == "[REDACTED:email] and some more"
     only_log = TextGate(rules(email="log"))
     assert only_log.feed("jane.doe@exa") == "jane.doe@exa"  # log: nothing held
-    assert only_log.feed("mple.com") == "mple.com" and only_log.hits == [("email", "log")]
+    assert only_log.feed("mple.com") == "mple.com"
+    assert only_log.flush() == "" and only_log.hits == [("email", "log")]  # seen whole
 
 
 def test_gate_holds_an_open_private_key_and_stays_bounded() -> None:
@@ -129,12 +130,43 @@ def test_chat_chunks_keep_their_boundaries() -> None:
     assert [text for text, _ in got] == [
         "Mail th",
         "e whole ",
-        "team at",
-        " [REDACTED:email] before th",
+        "",  # checked every 8 characters (half the window): held till then
+        "team at [REDACTED:email] before th",
         "e meeting today.",  # the last chunk carries what was held
     ]
     assert got[-1][1] == "stop"
     assert watch.hits() == [("email", "redact")]
+
+
+@pytest.mark.parametrize("ascii_only", [True, False])
+def test_chunks_changed_in_place_keep_escapes_and_unicode(ascii_only: bool) -> None:
+    """Text chunks are spliced in their JSON as it came: escapes, quotes, non-ASCII
+    text and the fields around the content survive."""
+    base = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+    pieces = ['Dis "à" ', "mail ann@", "x.org\n", "ok ", "Ünïcödé ✓ " * 10]
+    raw = b""
+    for piece in pieces:
+        choice = {"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}
+        data = {**base, "choices": [choice], "usage": None}
+        raw += b"data: " + json.dumps(data, ensure_ascii=ascii_only).encode() + b"\n\n"
+    last = {"index": 0, "delta": {}, "finish_reason": "stop"}
+    batch = Batch([raw + b"data: " + json.dumps({**base, "choices": [last]}).encode() + b"\n\n"])
+    ChatStreamGuard(rules(email="redact", stream_window=16))(batch)
+    chunks = [json.loads(c.encode()) for c in batch.all_chunks()]
+    assert len(chunks) == len(pieces) + 1
+    assert all(c["usage"] is None and c["choices"][0]["logprobs"] is None for c in chunks[:-1])
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert text == "".join(pieces).replace("ann@x.org", "[REDACTED:email]")
+
+
+def test_tool_call_chunks_pass_untouched() -> None:
+    base = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+    call = {"index": 0, "id": "call_1", "function": {"name": "f", "arguments": '{"a@b.co":1}'}}
+    delta = {"content": None, "tool_calls": [call]}
+    raw = json.dumps({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+    batch = Batch([b"data: " + raw.encode() + b"\n\n"])
+    ChatStreamGuard(rules(email="redact"))(batch)
+    assert batch.encode() == b"data: " + raw.encode() + b"\n\n"
 
 
 def test_chat_block_withholds_the_rest() -> None:

@@ -40,6 +40,11 @@ def _iban_ok(text: str) -> bool:
     return 15 <= len(compact) <= 34 and int(digits) % 97 == 1
 
 
+_DIGIT = re.compile(r"\d")
+#: rules whose every match has a digit: text without one is skipped at C speed
+_NUMERIC = frozenset({"phone", "card", "iban", "ssn", "ip"})
+
+
 def _spans(rule: str, text: str) -> Iterator[tuple[int, int]]:
     if rule == "email":
         if "@" in text:
@@ -88,14 +93,34 @@ class Rules:
         """Some rule changes or stops what it finds (redact, block), not only logs it."""
         return any(action != "log" for _, action, _ in self.checks)
 
+    def _checks_for(
+        self, text: str
+    ) -> list[tuple[str, str, Callable[[str], Iterator[tuple[int, int]]]]]:
+        """The checks that may match ``text`` (rules that need a digit skip text
+        without one: one C-speed search instead of a regex pass each)."""
+        if _DIGIT.search(text):
+            return self.checks
+        return self._without_digits
+
+    def __post_init__(self) -> None:
+        self._without_digits = [
+            check
+            for check in self.checks
+            if not (isinstance(check[2], partial) and check[2].args[0] in _NUMERIC)
+        ]
+
     def find(self, text: str) -> list[tuple[int, int, str, str]]:
         """Every match in ``text``: (start, end, rule, action), rule by rule."""
-        return [(s, e, rule, action) for rule, action, find in self.checks for s, e in find(text)]
+        return [
+            (s, e, rule, action)
+            for rule, action, find in self._checks_for(text)
+            for s, e in find(text)
+        ]
 
     def scan(self, text: str, hits: list[tuple[str, str]]) -> str:
         """Apply every rule to ``text``: the text to send on; (rule, action) of each
         hit appended to ``hits``. Raises ``Blocked`` at the first blocking hit."""
-        for rule, action, find in self.checks:
+        for rule, action, find in self._checks_for(text):
             spans = list(find(text))
             if not spans:
                 continue

@@ -1,10 +1,12 @@
 """Guardrails on streamed answers (pure: batches in, the same batches changed).
 
-A ``TextGate`` checks one stream of answer text as it arrives. With only ``log``
-rules it lets every piece through at once and checks it together with the text
-just before it, so a match split across chunks is still seen. With ``redact`` or
-``block`` rules it holds back the last ``stream_window`` characters, and any match
-still growing at the end, until it knows what they are: a match is never split
+A ``TextGate`` checks one stream of answer text as it arrives, every
+``stream_window / 2`` characters (a check reads the whole window, so not at every
+piece). With only ``log`` rules it lets every piece through at once and checks it
+later together with the text just before it, so a match split across chunks is
+still seen. With ``redact`` or ``block`` rules it holds back the last
+``stream_window`` characters (and up to half a window more between checks), and
+any match still growing at the end, until it knows what they are: a match is never split
 between what was delivered and what was held, so redaction works across chunk
 boundaries. An opened private key block is held until it closes (up to
 ``MAX_PENDING`` characters: what is held is bounded). At the end of the answer
@@ -42,6 +44,10 @@ class TextGate:
         self._rules = rules
         self._window = rules.stream_window
         self._hold = rules.stream_window if rules.rewrites else 0
+        #: text is checked once this much has come since the last check (not at
+        #: every piece: a check reads the whole window)
+        self._step = rules.stream_window // 2
+        self._fresh = 0
         self._secrets = any(rule == "secrets" for rule, _, _ in rules.checks)
         #: recent delivered text (context for matches across the boundary), then
         #: the text held back, which starts at ``_start``
@@ -57,19 +63,35 @@ class TextGate:
         if self.blocked is not None:
             return ""
         self._text += text
+        self._fresh += len(text)
+        if self._fresh < self._step:
+            return "" if self._hold else text  # log only: checked with what follows
+        self._fresh = 0
+        if not self._hold:
+            self._log()
+            return text
         return self._release(final=False)
 
     def flush(self) -> str:
         """The answer ended: whatever is still held, checked."""
         if self.blocked is not None:
             return ""
+        if not self._hold:
+            self._log()
+            return ""
         return self._release(final=True)
+
+    def _log(self) -> None:
+        for _, _, rule, action in self._rules.find(self._text):
+            if (rule, action) not in self.hits:
+                self.hits.append((rule, action))
+        self._text = self._text[-self._window :]  # context for the next check
 
     def _release(self, final: bool) -> str:
         text, start = self._text, self._start
         spans = [s for s in self._rules.find(text) if s[1] > start]
         cut = len(text)
-        if not final and self._hold:
+        if not final:
             # the window, and the word still being written (e-mails, keys, tokens)
             word = max(text.rfind(" "), text.rfind("\n"), text.rfind("\t")) + 1
             cut = max(start, min(len(text) - self._hold, word))
@@ -121,12 +143,40 @@ class ChatStreamGuard:
         chunks = batch.all_chunks()
         batch.parts = list(chunks)
         for chunk in chunks:
+            if chunk.raw is not None and self._plain_text(chunk, chunk.raw):
+                continue
             choices = chunk.data.get("choices")
             if not isinstance(choices, list):
                 continue
             for choice in choices:
                 if isinstance(choice, dict) and self._choice(choice):
                     chunk.raw = None  # re-encoded: the chunk changed
+
+    def _plain_text(self, chunk: Chunk, raw: bytes) -> bool:
+        """The common chunk, one choice's text and no finish, changed in its JSON
+        as it came (a parse and a re-encode cost more than the check itself).
+        False: any other chunk, for the general path."""
+        found = _PLAIN.search(raw)
+        if found is None or raw.count(b'"content"') != 1 or raw.count(b'"index"') != 1:
+            return False
+        gate = self.gates.get(0)
+        if gate is None:
+            gate = self.gates[0] = TextGate(self._rules)
+        if gate.blocked is not None:
+            return False
+        text = raw.decode()
+        start = len(raw[: found.end()].decode()) - 1  # the content's opening quote
+        try:
+            content, end = json.decoder.scanstring(text, start + 1)  # type: ignore[attr-defined]
+        except ValueError:
+            return False
+        out = gate.feed(content) if content else ""
+        if gate.blocked is not None:
+            out = withheld(gate.blocked)
+        if out != content:
+            spliced = text[:start] + json.dumps(out, ensure_ascii=False) + text[end:]
+            chunk.raw = spliced.encode()
+        return True
 
     def _choice(self, choice: dict[str, Any]) -> bool:
         index = choice.get("index", 0)
@@ -157,6 +207,11 @@ class ChatStreamGuard:
 
 
 _BLOCK_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+#: a chunk of one choice (index 0) whose delta has text and which does not finish
+_PLAIN = re.compile(
+    rb'^(?=.*"index":\s*0\s*[,}])(?!.*"finish_reason":\s*")(?!.*"tool_calls").*?"content":\s*"',
+    re.DOTALL,
+)
 
 
 class AnthropicStreamGuard:
