@@ -234,6 +234,11 @@ def _serve(args: argparse.Namespace) -> int:
     # throughput at 256 connections).
     gc.collect()
     gc.freeze()
+    # Young collections walk every object of the requests in flight; at the default
+    # threshold (700 allocations) that is many times per request under load.
+    # Requests leave almost no cycles (refcounting frees them), so collect less
+    # often: measured +4-8% throughput at 32 connections, memory still flat.
+    gc.set_threshold(20_000, 20, 100)
     try:
         asyncio.run(
             serve(

@@ -247,10 +247,16 @@ class Proxy:
         payload = ctx.body
         if target.max_tokens or target.params:
             payload = _for_target(payload, target)
-        native = ctx.anthropic_body is not None and isinstance(adapter, NativeMessages)
-        if native:  # an Anthropic caller and an Anthropic target: nothing to translate
-            assert ctx.anthropic_body is not None and isinstance(adapter, NativeMessages)
-            req = adapter.messages_request(
+        # an Anthropic caller and an Anthropic target: nothing to translate (the
+        # protocol check is slow: only for Anthropic callers)
+        native = (
+            adapter
+            if ctx.anthropic_body is not None and isinstance(adapter, NativeMessages)
+            else None
+        )
+        if native is not None:
+            assert ctx.anthropic_body is not None
+            req = native.messages_request(
                 ctx.anthropic_body,
                 model,
                 stream=ctx.stream,
@@ -274,8 +280,8 @@ class Proxy:
                     raise adapter.error(resp.status, resp.headers, body)
                 if req.stream:
                     decoder = (
-                        adapter.messages_stream_decoder()
-                        if isinstance(adapter, NativeMessages) and native
+                        native.messages_stream_decoder()
+                        if native is not None
                         else adapter.stream_decoder(client_wants_usage=ctx.client_wants_usage)
                     )
                     tok = self._tokenizer
@@ -284,7 +290,7 @@ class Proxy:
                     first = await _first_batch(resp, decoder)
             stats.observe_ttfb(time.perf_counter() - started)
             breaker.on_success()
-            if native:
+            if native is not None:
                 ctx.reply_format = "anthropic"
             if req.stream:
                 ctx.first_byte_s = time.perf_counter() - ctx.started
@@ -293,8 +299,8 @@ class Proxy:
                 prompt = partial(self._prompt_tokens, ctx, model)
                 return StreamReply(_Relay(ctx, resp, decoder, first, secrets, stats, clock, prompt))
             body = await resp.read()
-            if isinstance(adapter, NativeMessages) and native:
-                parsed = adapter.parse_messages(body)
+            if native is not None:
+                parsed = native.parse_messages(body)
             elif ctx.is_chat:
                 parsed = adapter.parse_chat(body)
             else:
@@ -302,7 +308,7 @@ class Proxy:
                 if ctx.body.get("encoding_format") == "base64":
                     _as_base64(parsed)
             ctx.usage = parsed.usage
-            if parsed.usage is None and ctx.is_chat and not native:
+            if parsed.usage is None and ctx.is_chat and native is None:
                 self._estimate_usage(ctx, model, parsed.body)
             _served(ctx, handle.name, parsed.served_model or target.model)
             return JsonReply(200, parsed.body, parsed.raw)
