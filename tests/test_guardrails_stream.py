@@ -116,7 +116,7 @@ def _contents(batch: Batch) -> list[tuple[str, str | None]]:
     for chunk in batch.all_chunks():
         data = json.loads(chunk.encode())  # what the caller gets, re-read
         choice = data["choices"][0]
-        out.append((choice["delta"].get("content", ""), choice["finish_reason"]))
+        out.append((choice["delta"].get("content", ""), choice.get("finish_reason")))
     return out
 
 
@@ -167,6 +167,32 @@ def test_tool_call_chunks_pass_untouched() -> None:
     batch = Batch([b"data: " + raw.encode() + b"\n\n"])
     ChatStreamGuard(rules(email="redact"))(batch)
     assert batch.encode() == b"data: " + raw.encode() + b"\n\n"
+
+
+def test_text_held_at_the_end_of_a_stream_without_a_finish_is_not_lost() -> None:
+    last = [False]
+    watch = ChatStreamGuard(rules(email="redact"), lambda: last[0])
+    base = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+    choice = {"index": 0, "delta": {"content": "short answer, mail a@b.co"}}
+    batch = Batch([b"data: " + json.dumps({**base, "choices": [choice]}).encode() + b"\n\n"])
+    watch(batch)
+    assert _contents(batch) == [("", None)]  # held: within the window
+    last[0] = True
+    end = Batch([])
+    watch(end)
+    chunks = [json.loads(c.encode()) for c in end.all_chunks()]
+    assert chunks == [
+        {
+            **base,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"content": "short answer, mail [REDACTED:email]"},
+                    "finish_reason": None,
+                }
+            ],
+        }
+    ]
 
 
 def test_chat_block_withholds_the_rest() -> None:
@@ -242,6 +268,24 @@ async def test_streamed_answers_redacted_and_blocked_through_the_openai_sdk(
     everything = gw.log.getvalue() + json.dumps(rows) + repr(hits)
     for secret in ("bob@example.com", "4111 1111 1111 1111"):
         assert secret not in everything
+
+
+async def test_a_stream_without_finish_reason_keeps_its_held_text(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    gw = await make_gateway(edit=guarded(tmp_path, "{email: redact, responses: true}"))
+    base = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o"}
+    events: list[object] = [
+        {**base, "choices": [{"index": 0, "delta": {"content": piece}}]}
+        for piece in ("Write ", "to ann@", "example.com", " today")
+    ]
+    gw.upstream.script.append(Reply(events=[*events, b"[DONE]"]))  # no finish_reason at all
+    async with openai.AsyncOpenAI(base_url=gw.url, api_key=KEY, max_retries=0) as c:
+        stream = await c.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        text = "".join([ch.choices[0].delta.content or "" async for ch in stream if ch.choices])
+    assert text == "Write to [REDACTED:email] today"
 
 
 async def test_anthropic_stream_relayed_with_redaction(both: Both) -> None:

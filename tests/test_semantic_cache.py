@@ -257,6 +257,26 @@ async def test_a_failed_embedding_is_a_miss(make_gateway: GatewayFactory) -> Non
     assert "down" not in gw.log.getvalue().split("semantic cache lookup failed")[-1][:200]
 
 
+async def test_a_failed_answer_still_bills_its_lookup(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    log = f'prompt_log: {{path: "{tmp_path / "p.sqlite"}"}}\n'
+    gw = await make_gateway(
+        extra=PRICED, edit=lambda t: semantic()(t).replace("providers:\n", log + "providers:\n")
+    )
+    gw.upstream.script += [
+        embedding(vec(1, 0)),
+        Reply(status=400, body={"error": {"message": "bad", "type": "invalid_request_error"}}),
+    ]
+    with pytest.raises(openai.BadRequestError):
+        await ask(gw, "capital of France?")
+    await asyncio.sleep(0.1)
+    rows = list(logread.rows(log_files(tmp_path / "p.sqlite")))
+    assert rows[0]["status"] == 400
+    assert float(rows[0]["cost_usd"]) == pytest.approx(LOOKUP_USD)  # the embedding was paid
+    assert gw.metrics.cost.values[("acme", "gpt-4o", "up")] == pytest.approx(LOOKUP_USD)
+
+
 async def test_budgets_count_the_lookup(make_gateway: GatewayFactory) -> None:
     budget = "acme: {budgets: [{window: day, usd: 1}], models:"
     gw = await make_gateway(

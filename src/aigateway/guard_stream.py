@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from aigateway.guard import Rules
-from aigateway.providers.base import Batch, Chunk
+from aigateway.providers.base import Batch, Chunk, join_run, split_run
 
 #: characters held at most while a match or a private key block is still open
 MAX_PENDING = 8192
@@ -130,27 +131,55 @@ class TextGate:
 
 
 class ChatStreamGuard:
-    """The gate applied to OpenAI ``chat.completion.chunk`` streams, per choice."""
+    """The gate applied to OpenAI ``chat.completion.chunk`` streams, per choice.
 
-    def __init__(self, rules: Rules) -> None:
+    ``finished`` says whether the batch being checked is the stream's last: text
+    still held then (a server that never sent a finish reason) goes out in a chunk
+    of its own rather than being lost."""
+
+    def __init__(self, rules: Rules, finished: Callable[[], bool] = lambda: False) -> None:
         self._rules = rules
+        self._finished = finished
         self.gates: dict[int, TextGate] = {}
+        #: id, model and created of the stream's chunks, for a chunk of our own
+        self._head: dict[str, Any] = {}
 
     def hits(self) -> list[tuple[str, str]]:
         return _hits(self.gates)
 
     def __call__(self, batch: Batch) -> None:
-        chunks = batch.all_chunks()
-        batch.parts = list(chunks)
-        for chunk in chunks:
-            if chunk.raw is not None and self._plain_text(chunk, chunk.raw):
-                continue
-            choices = chunk.data.get("choices")
-            if not isinstance(choices, list):
-                continue
-            for choice in choices:
-                if isinstance(choice, dict) and self._choice(choice):
-                    chunk.raw = None  # re-encoded: the chunk changed
+        # Runs relayed as they came stay runs (later hooks need not parse them);
+        # chunks stay chunks.
+        parts: list[Chunk | bytes] = []
+        for part in batch.parts:
+            if isinstance(part, bytes):
+                chunks = split_run(part)
+                for chunk in chunks:
+                    self._check(chunk)
+                parts.append(join_run(chunks))
+            else:
+                self._check(part)
+                parts.append(part)
+        batch.parts = parts
+        if self._finished():
+            for index, gate in self.gates.items():
+                rest = gate.flush()
+                if rest:
+                    choice = {"index": index, "delta": {"content": rest}, "finish_reason": None}
+                    data = {**self._head, "object": "chat.completion.chunk", "choices": [choice]}
+                    batch.parts.append(Chunk(data=data))
+
+    def _check(self, chunk: Chunk) -> None:
+        if chunk.raw is not None and self._plain_text(chunk, chunk.raw):
+            return
+        choices = chunk.data.get("choices")
+        if not isinstance(choices, list):
+            return
+        if not self._head:
+            self._head = {k: chunk.data.get(k) for k in ("id", "created", "model")}
+        for choice in choices:
+            if isinstance(choice, dict) and self._choice(choice):
+                chunk.raw = None  # re-encoded: the chunk changed
 
     def _plain_text(self, chunk: Chunk, raw: bytes) -> bool:
         """The common chunk, one choice's text and no finish, changed in its JSON
@@ -159,6 +188,8 @@ class ChatStreamGuard:
         found = _PLAIN.search(raw)
         if found is None or raw.count(b'"content"') != 1 or raw.count(b'"index"') != 1:
             return False
+        if not self._head:
+            self._head = {k: chunk.data.get(k) for k in ("id", "created", "model")}
         gate = self.gates.get(0)
         if gate is None:
             gate = self.gates[0] = TextGate(self._rules)

@@ -57,8 +57,6 @@ class RequestContext:
     reply_format: Literal["openai", "anthropic"] = "openai"
     #: answered from the response cache
     cache_hit: bool = False
-    #: a semantic cache hit: how similar the cached message was (cosine)
-    cache_similarity: float | None = None
     #: what the semantic cache's embedding of the request cost (part of the request's)
     lookup_cost_usd: Decimal = Decimal(0)
     lookup_tokens: int = 0

@@ -427,7 +427,7 @@ class _Relay:
                     self._ended = True
                     batch = self._decoder.end()
                     self.finished = True
-                if batch:
+                if batch or self.finished:  # the last batch, even empty: hooks see the end
                     return batch
         except UpstreamError as exc:
             self._ctx.attempts[-1].error_class = exc.error_class

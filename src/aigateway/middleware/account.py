@@ -38,7 +38,12 @@ class Account:
     def total(self, ctx: RequestContext, usage: Usage | None) -> Decimal | None:
         """What the request cost: its answer (nothing, from the cache) and the
         semantic cache's embedding of it. None while the answer's price is unknown."""
-        answer = Decimal(0) if ctx.cache_hit else self.cost(ctx, usage)
+        if ctx.cache_hit:
+            answer: Decimal | None = Decimal(0)
+        elif usage is None:  # no answer came: only the lookup cost anything
+            return ctx.lookup_cost_usd or None
+        else:
+            answer = self.cost(ctx, usage)
         return None if answer is None else answer + ctx.lookup_cost_usd
 
     def worst_case(self, provider: str, model: str) -> tuple[Decimal, Decimal] | None:
@@ -47,7 +52,12 @@ class Account:
         return None if rates is None else rates.worst_case()
 
     async def __call__(self, ctx: RequestContext, call_next: Handler) -> Reply:
-        reply = await call_next(ctx)
+        try:
+            reply = await call_next(ctx)
+        except BaseException:
+            if ctx.cost_usd is None and ctx.lookup_cost_usd:
+                ctx.cost_usd = ctx.lookup_cost_usd  # the answer failed; its lookup was paid
+            raise
         if isinstance(reply, StreamReply):
             _stream_hooks(self, ctx, reply)
             return reply

@@ -152,7 +152,6 @@ class Cache:
         ctx.served_model = entry.get("model")
         ctx.response_headers["x-aigateway-cache"] = "hit"
         if similarity is not None:
-            ctx.cache_similarity = similarity
             ctx.response_headers["x-aigateway-cache-similarity"] = f"{similarity:.4f}"
         if isinstance(answer.get("usage"), dict):
             answer["usage"]["cost"] = float(ctx.lookup_cost_usd)

@@ -266,7 +266,7 @@ class Govern:
     async def _settle(self, ctx: RequestContext, plan: Plan, admission: Admission) -> list[int]:
         usage = ctx.usage
         nano = tokens = 0
-        if usage is not None or ctx.cache_hit:  # (a hit may have cost an embedding)
+        if usage is not None or ctx.cache_hit or ctx.lookup_cost_usd:  # (an embedding)
             tokens = (usage.total_tokens if usage is not None else 0) + ctx.lookup_tokens
             cost = self._cost(ctx, usage)
             if cost is not None:

@@ -83,7 +83,7 @@ class Guard:
         watch = (
             AnthropicStreamGuard(rules)
             if ctx.reply_format == "anthropic"
-            else ChatStreamGuard(rules)
+            else ChatStreamGuard(rules, lambda: reply.stream.finished)
         )
         reply.on_batch.append(watch)
         reply.on_end.append(lambda status, error: self._record(ctx, watch.hits(), "response"))

@@ -146,10 +146,20 @@ class Batch:
         out: list[Chunk] = []
         for part in self.parts:
             if isinstance(part, bytes):
-                out += [Chunk(raw=block[6:]) for block in part.split(b"\n\n") if block]
+                out += split_run(part)
             else:
                 out.append(part)
         return out
+
+
+def split_run(run: bytes) -> list[Chunk]:
+    """The chunks of a pass-through run (``data: {...}`` events, as relayed)."""
+    return [Chunk(raw=block[6:]) for block in run.split(b"\n\n") if block]
+
+
+def join_run(chunks: list[Chunk]) -> bytes:
+    """Chunks as a pass-through run again."""
+    return b"".join([b"data: " + chunk.encode() + b"\n\n" for chunk in chunks])
 
 
 @dataclass(slots=True)
