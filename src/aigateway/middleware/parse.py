@@ -23,6 +23,10 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+#: one decoder for every request (``json.loads`` with options builds a new one per call)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def parse_json(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         raise InvalidRequest("The request body is empty; send a JSON object.")
@@ -33,7 +37,7 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     if _too_deep(text):
         raise InvalidRequest(f"The request body is nested deeper than {MAX_DEPTH} levels.")
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = _DECODER.decode(text)
     except RecursionError:
         raise InvalidRequest("The request body is nested too deeply.") from None
     except ValueError as exc:
