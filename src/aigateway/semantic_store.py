@@ -11,6 +11,7 @@ first). A Redis failure is a miss (counted), as for the exact cache.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -66,6 +67,15 @@ class SemanticStore(Protocol):
 class _Partition:
     #: entry key → (expires at, unit vector), oldest first
     entries: OrderedDict[str, tuple[float, Vector]] = field(default_factory=OrderedDict)
+    #: the earliest expiry among the entries (nothing to drop before then)
+    next_expiry: float = math.inf
+    #: the entries' keys and vectors as one matrix, built at the first lookup after
+    #: a change (not per lookup: stacking copies every vector)
+    keys: list[str] = field(default_factory=list)
+    matrix: Vector | None = None
+
+    def changed(self) -> None:
+        self.matrix = None
 
 
 class MemorySemantic:
@@ -76,19 +86,30 @@ class MemorySemantic:
         self._clock = clock
 
     async def nearest(self, partition: str, query: Vector) -> tuple[str, float] | None:
+        import numpy as np
+
         part = self._parts.get(partition)
         if part is None:
             return None
         self._parts.move_to_end(partition)
         now = self._clock()
-        for key in [k for k, (ends, _) in part.entries.items() if ends <= now]:
-            del part.entries[key]
-            self._count -= 1
+        if now >= part.next_expiry:
+            for key in [k for k, (ends, _) in part.entries.items() if ends <= now]:
+                del part.entries[key]
+                self._count -= 1
+            part.next_expiry = min((ends for ends, _ in part.entries.values()), default=math.inf)
+            part.changed()
         if not part.entries:
             del self._parts[partition]
             return None
-        keys = list(part.entries)
-        return _best(keys, [v for _, v in part.entries.values()], query)
+        if part.matrix is None:
+            part.keys = list(part.entries)
+            part.matrix = np.stack([vector for _, vector in part.entries.values()])
+        if part.matrix.shape[1] != query.shape[0]:
+            return None
+        scores = part.matrix @ query
+        at = int(np.argmax(scores))
+        return part.keys[at], float(scores[at])
 
     async def add(
         self, partition: str, key: str, vector: Vector, ttl_s: float, max_entries: int
@@ -97,10 +118,17 @@ class MemorySemantic:
         if part is None:
             part = self._parts[partition] = _Partition()
         self._parts.move_to_end(partition)
+        first = next(iter(part.entries.values()), None)
+        if first is not None and first[1].shape != vector.shape:  # another model's size
+            self._count -= len(part.entries)
+            part.entries.clear()
         if key in part.entries:
             del part.entries[key]
             self._count -= 1
-        part.entries[key] = (self._clock() + ttl_s, vector)
+        ends = self._clock() + ttl_s
+        part.entries[key] = (ends, vector)
+        part.next_expiry = min(part.next_expiry, ends)
+        part.changed()
         self._count += 1
         while len(part.entries) > max_entries:
             part.entries.popitem(last=False)
@@ -108,6 +136,7 @@ class MemorySemantic:
         while self._count > self._max and self._parts:
             oldest = next(iter(self._parts.values()))
             oldest.entries.popitem(last=False)
+            oldest.changed()
             self._count -= 1
             if not oldest.entries:
                 self._parts.popitem(last=False)
