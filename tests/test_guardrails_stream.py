@@ -159,6 +159,15 @@ def test_chunks_changed_in_place_keep_escapes_and_unicode(ascii_only: bool) -> N
     assert text == "".join(pieces).replace("ann@x.org", "[REDACTED:email]")
 
 
+def test_log_only_rules_leave_the_stream_as_it_came() -> None:
+    watch = ChatStreamGuard(rules(email="log", secrets="log"))
+    batch = _chat_batch(["Mail ", "ann@exam", "ple.org", " or use sk-proj-abcdefghijklmnopqrstu"])
+    before = batch.encode()
+    watch(batch)
+    assert batch.encode() == before  # not a byte changed, nothing held
+    assert set(watch.hits()) == {("email", "log"), ("secrets", "log")}  # across chunks too
+
+
 def test_tool_call_chunks_pass_untouched() -> None:
     base = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
     call = {"index": 0, "id": "call_1", "function": {"name": "f", "arguments": '{"a@b.co":1}'}}

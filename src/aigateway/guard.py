@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from aigateway.config.model import GatewayConfig, Guardrails
@@ -88,10 +88,8 @@ class Rules:
     #: streamed answers: characters held back while checked (redact and block rules)
     stream_window: int = 128
 
-    @property
-    def rewrites(self) -> bool:
-        """Some rule changes or stops what it finds (redact, block), not only logs it."""
-        return any(action != "log" for _, action, _ in self.checks)
+    #: some rule changes or stops what it finds (redact, block), not only logs it
+    rewrites: bool = field(init=False)
 
     def _checks_for(
         self, text: str
@@ -103,6 +101,7 @@ class Rules:
         return self._without_digits
 
     def __post_init__(self) -> None:
+        self.rewrites = any(action != "log" for _, action, _ in self.checks)
         self._without_digits = [
             check
             for check in self.checks

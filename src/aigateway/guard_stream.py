@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aigateway.guard import Rules
-from aigateway.providers.base import Batch, Chunk, join_run, split_run
+from aigateway.providers.base import Batch, Chunk, content_text, join_run, split_run
 
 #: characters held at most while a match or a private key block is still open
 MAX_PENDING = 8192
@@ -145,9 +145,20 @@ class ChatStreamGuard:
         self._head: dict[str, Any] = {}
 
     def hits(self) -> list[tuple[str, str]]:
+        if not self._rules.rewrites:
+            for gate in self.gates.values():
+                gate.flush()  # log only: the last text checked, nothing to deliver
         return _hits(self.gates)
 
     def __call__(self, batch: Batch) -> None:
+        if not self._rules.rewrites:  # log only: nothing changes, one look per run
+            gate = self.gates.get(0) or self.gates.setdefault(0, TextGate(self._rules))
+            for part in batch.parts:
+                if isinstance(part, bytes):
+                    gate.feed(content_text(part))
+                else:
+                    self._check(part)
+            return
         # Runs relayed as they came stay runs (later hooks need not parse them);
         # chunks stay chunks.
         parts: list[Chunk | bytes] = []
@@ -185,8 +196,8 @@ class ChatStreamGuard:
         """The common chunk, one choice's text and no finish, changed in its JSON
         as it came (a parse and a re-encode cost more than the check itself).
         False: any other chunk, for the general path."""
-        found = _PLAIN.search(raw)
-        if found is None or raw.count(b'"content"') != 1 or raw.count(b'"index"') != 1:
+        quote = _plain_text_at(raw)
+        if quote < 0:
             return False
         if not self._head:
             self._head = {k: chunk.data.get(k) for k in ("id", "created", "model")}
@@ -196,7 +207,7 @@ class ChatStreamGuard:
         if gate.blocked is not None:
             return False
         text = raw.decode()
-        start = len(raw[: found.end()].decode()) - 1  # the content's opening quote
+        start = len(raw[:quote].decode())  # the content's opening quote, in characters
         try:
             content, end = json.decoder.scanstring(text, start + 1)  # type: ignore[attr-defined]
         except ValueError:
@@ -238,11 +249,34 @@ class ChatStreamGuard:
 
 
 _BLOCK_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
-#: a chunk of one choice (index 0) whose delta has text and which does not finish
-_PLAIN = re.compile(
-    rb'^(?=.*"index":\s*0\s*[,}])(?!.*"finish_reason":\s*")(?!.*"tool_calls").*?"content":\s*"',
-    re.DOTALL,
-)
+_VALUE = re.compile(rb":\s*")
+
+
+def _plain_text_at(raw: bytes) -> int:
+    """Where the text of a chunk of one choice (index 0) that does not finish
+    starts (its opening quote), or -1 for any other chunk. Byte searches only:
+    this runs for every chunk of a guarded stream. (Quotes inside strings are
+    escaped in JSON, so a key found is a key.)"""
+    if raw.count(b'"index"') != 1 or raw.count(b'"content"') != 1 or b'"tool_calls"' in raw:
+        return -1
+    at = raw.find(b'"finish_reason"')
+    if at >= 0:
+        value = _VALUE.match(raw, at + 15)
+        if value is None or not raw.startswith(b"null", value.end()):
+            return -1
+    at = raw.find(b'"index"')
+    value = _VALUE.match(raw, at + 7)
+    if (
+        value is None
+        or raw[value.end() : value.end() + 1] != b"0"
+        or raw[value.end() + 1 : value.end() + 2].isdigit()
+    ):
+        return -1
+    at = raw.find(b'"content"')
+    value = _VALUE.match(raw, at + 9)
+    if value is None or raw[value.end() : value.end() + 1] != b'"':
+        return -1
+    return value.end()
 
 
 class AnthropicStreamGuard:

@@ -174,6 +174,7 @@ class Parsed:
 
 
 _TEXT = re.compile(rb'"(?:content|arguments)": ?"([^"\\]*(?:\\.[^"\\]*)*)"')
+_CONTENT = re.compile(rb'"content": ?"([^"\\]*(?:\\.[^"\\]*)*)"')
 #: relayed bytes kept for measuring later, when it may turn out not to be needed
 _DEFER_LIMIT = 64 * 1024
 
@@ -186,8 +187,17 @@ def text_length(raw: bytes) -> int:
 
 def output_text(raw: bytes) -> str:
     """The output text (content, tool arguments) of OpenAI chunk JSON, unescaped."""
+    return _strings(_TEXT, raw)
+
+
+def content_text(raw: bytes) -> str:
+    """The text content (no tool arguments) of OpenAI chunk JSON, unescaped."""
+    return _strings(_CONTENT, raw)
+
+
+def _strings(pattern: re.Pattern[bytes], raw: bytes) -> str:
     out = []
-    for m in _TEXT.findall(raw):
+    for m in pattern.findall(raw):
         try:
             out.append(json.loads(b'"' + m + b'"'))
         except ValueError:
