@@ -19,9 +19,13 @@ MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What 
 PRICED = '\npricing:\n  "up/gpt-4o": {input_per_mtok: 1000, output_per_mtok: 2000}\n'
 
 
-def cached(ttl_s: float = 60, state: str = "", backend: str = "") -> Callable[[str], str]:
+def cached(
+    ttl_s: float = 60, state: str = "", backend: str = "", semantic: str = ""
+) -> Callable[[str], str]:
+    rule = f"{{ttl_s: {ttl_s}" + (f", semantic: {semantic}" if semantic else "") + "}"
+
     def edit(text: str) -> str:
-        text = text.replace(ROUTE, ROUTE[:-1] + f", cache: {{ttl_s: {ttl_s}}}}}")
+        text = text.replace(ROUTE, ROUTE[:-1] + f", cache: {rule}}}")
         if state:
             text = text.replace("providers:\n", f"state: {state}\nproviders:\n", 1)
         if backend:

@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from aigateway import logread
+from aigateway.cache_store import redis_client
 from aigateway.config.load import parse_config
 from aigateway.errors import ConfigError
 from aigateway.metrics import Metrics
@@ -22,6 +23,7 @@ from aigateway.promptlog import log_files
 from aigateway.semantic_store import MemorySemantic, RedisSemantic, SemanticStore, unit
 from tests.conftest import KEY, OTHER_KEY, Gateway, GatewayFactory, RedisServer, gateway_yaml
 from tests.fakes import Reply, chunk_events, completion
+from tests.test_cache import cached
 
 ROUTE = "gpt-4o: {targets: [{provider: up, model: gpt-4o}]}"
 PRICED = (
@@ -87,9 +89,8 @@ async def test_memory_store_is_bounded_in_all() -> None:
 
 @pytest.mark.redis
 async def test_redis_store(redis_server: RedisServer) -> None:
-    store = RedisSemantic(
-        redis_server.url, prefix=f"s{time.time_ns()}", timeout_s=2, metrics=Metrics()
-    )
+    client = redis_client(redis_server.url, 2)
+    store = RedisSemantic(client, prefix=f"s{time.time_ns()}", metrics=Metrics())
 
     async def expire() -> None:
         await asyncio.sleep(0.1)
@@ -97,7 +98,7 @@ async def test_redis_store(redis_server: RedisServer) -> None:
     try:
         await check_store(store, expire)
     finally:
-        await store.close()
+        await client.aclose()
 
 
 def test_unit_vectors() -> None:
@@ -109,17 +110,14 @@ def test_unit_vectors() -> None:
 
 
 def semantic(threshold: float = 0.9, state: str = "", backend: str = "") -> Callable[[str], str]:
-    def edit(text: str) -> str:
-        similar = f"{{embeddings: text-embedding-3-small, threshold: {threshold}}}"
-        rule = f"{{ttl_s: 60, semantic: {similar}}}"
-        text = text.replace(ROUTE, ROUTE[:-1] + f", cache: {rule}}}")
-        if state:
-            text = text.replace("providers:\n", f"state: {state}\nproviders:\n", 1)
-        if backend:
-            text = text.replace("providers:\n", f"cache: {{backend: {backend}}}\nproviders:\n", 1)
-        return text
+    similar = f"{{embeddings: text-embedding-3-small, threshold: {threshold}}}"
+    return cached(60, state, backend, semantic=similar)
 
-    return edit
+
+def logged(tmp_path: Path) -> Callable[[str], str]:
+    """A semantic cache and a prompt log."""
+    log = f'prompt_log: {{path: "{tmp_path / "p.sqlite"}"}}\n'
+    return lambda text: semantic()(text).replace("providers:\n", log + "providers:\n")
 
 
 def embedding(values: list[float]) -> Reply:
@@ -149,10 +147,7 @@ async def written() -> None:
 async def test_similar_questions_share_an_answer(
     make_gateway: GatewayFactory, tmp_path: Path
 ) -> None:
-    log = f'prompt_log: {{path: "{tmp_path / "p.sqlite"}"}}\n'
-    gw = await make_gateway(
-        extra=PRICED, edit=lambda t: semantic()(t).replace("providers:\n", log + "providers:\n")
-    )
+    gw = await make_gateway(extra=PRICED, edit=logged(tmp_path))
     up = gw.upstream
     up.script += [
         embedding(vec(1, 0, 0)),
@@ -260,10 +255,7 @@ async def test_a_failed_embedding_is_a_miss(make_gateway: GatewayFactory) -> Non
 async def test_a_failed_answer_still_bills_its_lookup(
     make_gateway: GatewayFactory, tmp_path: Path
 ) -> None:
-    log = f'prompt_log: {{path: "{tmp_path / "p.sqlite"}"}}\n'
-    gw = await make_gateway(
-        extra=PRICED, edit=lambda t: semantic()(t).replace("providers:\n", log + "providers:\n")
-    )
+    gw = await make_gateway(extra=PRICED, edit=logged(tmp_path))
     gw.upstream.script += [
         embedding(vec(1, 0)),
         Reply(status=400, body={"error": {"message": "bad", "type": "invalid_request_error"}}),

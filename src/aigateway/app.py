@@ -56,7 +56,6 @@ from aigateway.rebuild import spend_to_restore
 from aigateway.reload import Reloader
 from aigateway.routing import RoutingState
 from aigateway.runtime import Runtime, RuntimeHolder, build_runtime
-from aigateway.semantic_store import open_semantic
 from aigateway.state_fallback import open_store
 from aigateway.state_memory import MemoryStore
 from aigateway.tasks import Tasks
@@ -434,8 +433,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             tokenizer.load(token_needs(loaded.config))
 
         await asyncio.to_thread(prepare, loaded)
-        cache = app[CACHE] = open_cache(loaded.config.cache, loaded.config.state, metrics)
-        semantic = app[SEMANTIC] = open_semantic(loaded.config.cache, loaded.config.state, metrics)
+        cache, semantic = open_cache(loaded.config.cache, loaded.config.state, metrics)
+        app[CACHE], app[SEMANTIC] = cache, semantic
         prompt_log = None
         if loaded.config.prompt_log is not None:
             prompt_log = app[PROMPT_LOG] = PromptLog(loaded.config.prompt_log, metrics)

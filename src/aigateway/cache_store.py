@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from aigateway.config.model import CacheConfig, StateConfig
 from aigateway.metrics import Metrics
+from aigateway.semantic_store import MemorySemantic, RedisSemantic, SemanticStore
 
 
 class CacheStore(Protocol):
@@ -49,13 +50,16 @@ class MemoryCache:
         self._entries.clear()
 
 
-class RedisCache:
-    def __init__(self, url: str, *, prefix: str, timeout_s: float, metrics: Metrics) -> None:
-        import redis.asyncio as aioredis
+def redis_client(url: str, timeout_s: float) -> Any:
+    """One client (one bounded pool) for the exact and the semantic cache."""
+    import redis.asyncio as aioredis
 
-        self._redis: Any = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
+    return aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+
+
+class RedisCache:
+    def __init__(self, client: Any, *, prefix: str, metrics: Metrics) -> None:
+        self._redis = client
         self._tag = "{" + prefix + "}:cache:"
         self._metrics = metrics
 
@@ -81,12 +85,14 @@ class RedisCache:
         await self._redis.aclose()
 
 
-def open_cache(config: CacheConfig, state: StateConfig, metrics: Metrics) -> CacheStore:
+def open_cache(
+    config: CacheConfig, state: StateConfig, metrics: Metrics
+) -> tuple[CacheStore, SemanticStore]:
+    """The exact cache's store and the semantic cache's, on one Redis client."""
     if config.backend == "redis" and state.url is not None:
-        return RedisCache(
-            state.url.get_secret_value(),
-            prefix=state.key_prefix,
-            timeout_s=state.timeout_s,
-            metrics=metrics,
+        client = redis_client(state.url.get_secret_value(), state.timeout_s)
+        return (
+            RedisCache(client, prefix=state.key_prefix, metrics=metrics),
+            RedisSemantic(client, prefix=state.key_prefix, metrics=metrics),
         )
-    return MemoryCache(config.max_entries)
+    return MemoryCache(config.max_entries), MemorySemantic(config.max_entries)

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from aigateway.config.model import CacheConfig, StateConfig
 from aigateway.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -188,12 +187,10 @@ return out
 
 
 class RedisSemantic:
-    def __init__(self, url: str, *, prefix: str, timeout_s: float, metrics: Metrics) -> None:
-        import redis.asyncio as aioredis
+    """On the exact cache's Redis client, which closes it."""
 
-        self._redis: Any = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
+    def __init__(self, client: Any, *, prefix: str, metrics: Metrics) -> None:
+        self._redis = client
         self._tag = "{" + prefix + "}:semantic:"
         self._metrics = metrics
         self._add = self._redis.register_script(_ADD)
@@ -229,15 +226,4 @@ class RedisSemantic:
             self._metrics.state_errors.inc(("semantic_put", "skipped"))
 
     async def close(self) -> None:
-        await self._redis.aclose()
-
-
-def open_semantic(config: CacheConfig, state: StateConfig, metrics: Metrics) -> SemanticStore:
-    if config.backend == "redis" and state.url is not None:
-        return RedisSemantic(
-            state.url.get_secret_value(),
-            prefix=state.key_prefix,
-            timeout_s=state.timeout_s,
-            metrics=metrics,
-        )
-    return MemorySemantic(config.max_entries)
+        pass  # the client is the exact cache's
