@@ -101,6 +101,21 @@ async def test_redis_store(redis_server: RedisServer) -> None:
         await client.aclose()
 
 
+async def test_redis_down_is_a_miss_and_counted() -> None:
+    from tests.conftest import free_port
+
+    metrics = Metrics()
+    client = redis_client(f"redis://127.0.0.1:{free_port()}/0", 0.5)  # nothing listens
+    store = RedisSemantic(client, prefix="down", metrics=metrics)
+    try:
+        await store.add("p", "k", v(1, 0), 60, 10)
+        assert await store.nearest("p", v(1, 0)) is None
+    finally:
+        await client.aclose()
+    assert metrics.state_errors.values[("semantic_put", "skipped")] == 1
+    assert metrics.state_errors.values[("semantic_get", "miss")] == 1
+
+
 def test_unit_vectors() -> None:
     assert unit([]) is None and unit([0.0, 0.0]) is None and unit([math.nan, 1.0]) is None
     assert list(v(3, 4)) == pytest.approx([0.6, 0.8])
