@@ -41,15 +41,16 @@ def unit(values: list[float]) -> Vector | None:
     return result
 
 
-def _best(keys: list[str], rows: list[Vector], query: Vector) -> tuple[str, float] | None:
+def _best(keys: list[str], matrix: Vector, query: Vector) -> tuple[str, float] | None:
+    """The key of the row most similar to ``query`` (unit vectors: the dot product is
+    the cosine), and that similarity; None when the sizes differ."""
     import numpy as np
 
-    same = [i for i, row in enumerate(rows) if row.shape == query.shape]
-    if not same:
+    if matrix.shape[1] != query.shape[0]:
         return None
-    scores = np.stack([rows[i] for i in same]) @ query
+    scores = matrix @ query
     at = int(np.argmax(scores))
-    return keys[same[at]], float(scores[at])
+    return keys[at], float(scores[at])
 
 
 class SemanticStore(Protocol):
@@ -104,11 +105,7 @@ class MemorySemantic:
         if part.matrix is None:
             part.keys = list(part.entries)
             part.matrix = np.stack([vector for _, vector in part.entries.values()])
-        if part.matrix.shape[1] != query.shape[0]:
-            return None
-        scores = part.matrix @ query
-        at = int(np.argmax(scores))
-        return part.keys[at], float(scores[at])
+        return _best(part.keys, part.matrix, query)
 
     async def add(
         self, partition: str, key: str, vector: Vector, ttl_s: float, max_entries: int
@@ -208,9 +205,14 @@ class RedisSemantic:
         except (RedisError, OSError):
             self._metrics.state_errors.inc(("semantic_get", "miss"))
             return None
-        keys = [k.decode() for k in flat[0::2]]
-        rows = [np.frombuffer(v, dtype=np.float32) for v in flat[1::2]]
-        return _best(keys, rows, query) if keys else None
+        rows = [
+            (k.decode(), np.frombuffer(v, dtype=np.float32))
+            for k, v in zip(flat[0::2], flat[1::2], strict=True)
+        ]
+        same = [(k, row) for k, row in rows if row.shape == query.shape]
+        if not same:
+            return None
+        return _best([k for k, _ in same], np.stack([row for _, row in same]), query)
 
     async def add(
         self, partition: str, key: str, vector: Vector, ttl_s: float, max_entries: int
