@@ -17,6 +17,7 @@ LAYERS: dict[str, int] = {
     "__init__": 0,
     "errors": 0,
     "wire": 0,
+    "jsonc": 0,
     "config": 0,
     "config.model": 0,
     "config.load": 1,

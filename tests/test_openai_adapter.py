@@ -161,6 +161,55 @@ def test_unusual_framing_is_parsed_and_reframed(stream: bytes, size: int) -> Non
     assert state.output_chars == 1
 
 
+_REST = b'data: {"choices":[{"delta":{"content":"x"}}]}\n\ndata: [DONE]\n\n'
+
+
+@pytest.mark.parametrize(
+    ("first", "model"),
+    [
+        (b'{"id":"c","model":"m1","choices":[]}', "m1"),
+        (b'{"id": "c", "model":  "m1", "choices": []}', "m1"),
+        (b'{"id":"{odd","model":"m1","choices":[]}', "m1"),  # a brace in a string
+        (b'{"meta":{"model":"inner"},"model":"outer","choices":[]}', "outer"),
+        (b'{"choices":[{"delta":{}}],"x":{"model":"inner"}}', None),
+        (b'{"model":"a\\"b","choices":[]}', 'a"b'),
+        (b'{"model":"\\u00e9","choices":[]}', "\u00e9"),
+        (b'{"model":"\xc3\xa9","choices":[]}', "\u00e9"),
+        (b'{"model":5,"choices":[]}', None),
+        (b'{"model":null,"choices":[]}', None),
+        (b'{"choices":[]}', None),
+    ],
+)
+@pytest.mark.parametrize("size", [1, 9, 1000])
+def test_served_model_is_the_first_chunks_top_level_model(
+    first: bytes, model: str | None, size: int
+) -> None:
+    stream = b"data: " + first + b"\n\n" + _REST
+    out, state = relay(stream, size)
+    assert state.served_model == model
+    assert out == stream[: -len(b"data: [DONE]\n\n")]
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        b'"usage":{"prompt_tokens":4,"completion_tokens":1}',
+        b'"usage" : {"prompt_tokens":4,"completion_tokens":1}',
+        b'"usage":\t{"prompt_tokens":4,"completion_tokens":1}',
+        b'"usage":  {"prompt_tokens": 4, "completion_tokens": 1}',
+    ],
+)
+@pytest.mark.parametrize("size", [3, 1000])
+def test_usage_is_found_however_it_is_spaced(usage: bytes, size: int) -> None:
+    stream = (
+        b'data: {"model":"m","choices":[{"delta":{"content":"x"}}],"usage": null}\n\n'
+        b'data: {"choices":[],' + usage + b"}\n\ndata: [DONE]\n\n"
+    )
+    out, state = relay(stream, size)
+    assert state.usage == Usage(4, 1)
+    assert out == stream.split(b"\n\n")[0] + b"\n\n"  # the usage chunk was ours
+
+
 def test_error_event_among_plain_chunks_is_raised() -> None:
     events = [*chunk_events()[:3], {"error": {"message": "boom"}}]
     dec = ADAPTER.stream_decoder(client_wants_usage=False)

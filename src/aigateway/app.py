@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import os
 import sys
 import time
@@ -23,7 +22,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from structlog.contextvars import bind_contextvars
 
-from aigateway import admin
+from aigateway import admin, jsonc
 from aigateway.cache_store import open_cache
 from aigateway.config.load import LoadedConfig
 from aigateway.config.watch import watch_config
@@ -333,7 +332,7 @@ def _model_entry(runtime: Runtime, name: str) -> dict[str, Any]:
 
 
 def _json_str(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return jsonc.dumps(obj)
 
 
 # --- operations ------------------------------------------------------------------------

@@ -96,6 +96,27 @@ class LoopGaugeVec:
         return family
 
 
+class Series:
+    """One label set of a histogram, kept by the code that observes into it so an
+    observation needs no lookup. The series appears in the histogram (and on
+    ``/metrics``) with its first observation."""
+
+    __slots__ = ("_counts", "_histogram", "_labels", "_total")
+
+    def __init__(self, histogram: LoopHistogram, labels: Labels) -> None:
+        self._histogram, self._labels = histogram, labels
+        self._counts: list[int] | None = None
+        self._total: list[float] = [0.0]
+
+    def observe(self, value: float) -> None:
+        counts = self._counts
+        if counts is None:
+            counts, self._total = self._histogram.entry(self._labels)
+            self._counts = counts
+        counts[bisect_left(self._histogram.buckets, value)] += 1
+        self._total[0] += value
+
+
 class LoopHistogram:
     def __init__(
         self, name: str, doc: str, labelnames: Sequence[str], buckets: Sequence[float]
@@ -106,11 +127,19 @@ class LoopHistogram:
         self.values: dict[Labels, tuple[list[int], list[float]]] = {}
 
     def observe(self, labels: Labels, value: float) -> None:
+        counts, total = self.entry(labels)
+        counts[bisect_left(self.buckets, value)] += 1
+        total[0] += value
+
+    def entry(self, labels: Labels) -> tuple[list[int], list[float]]:
         entry = self.values.get(labels)
         if entry is None:
             entry = self.values[labels] = ([0] * (len(self.buckets) + 1), [0.0])
-        entry[0][bisect_left(self.buckets, value)] += 1
-        entry[1][0] += value
+        return entry
+
+    def series(self, labels: Labels) -> Series:
+        """One label set, to keep and observe into without a lookup."""
+        return Series(self, labels)
 
     def collect(self) -> Metric:
         family = HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import secrets
 from collections.abc import Mapping
@@ -14,6 +13,7 @@ from aiohttp import web
 from aigateway.cache_store import CacheStore
 from aigateway.config.load import LoadedConfig
 from aigateway.errors import GatewayError
+from aigateway.jsonc import dumpb
 from aigateway.metrics import Metrics
 from aigateway.observability import AccessLog
 from aigateway.promptlog import PromptLog
@@ -65,7 +65,7 @@ STARTED = web.AppKey("started", float)
 
 
 def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return dumpb(obj)
 
 
 def error_response(exc: GatewayError, rid: str) -> web.Response:

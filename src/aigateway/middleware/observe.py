@@ -16,12 +16,15 @@ from aigateway.observability import AccessLog
 from aigateway.pipeline import CLIENT_CLOSED, Handler, Reply, RequestContext, StreamReply
 
 _STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+#: label sets Observe keeps resolved (far more than a config names)
+_MAX_SERIES = 10_000
 
 
 class Observe:
     def __init__(self, metrics: Metrics, logger: AccessLog) -> None:
         self._metrics = metrics
         self._log = logger
+        self._series: dict[tuple[str, ...], _RequestSeries] = {}
 
     async def __call__(self, ctx: RequestContext, call_next: Handler) -> Reply:
         self._metrics.in_flight.value += 1
@@ -51,39 +54,53 @@ class Observe:
         overhead = max(0.0, wall - ctx.upstream_s)
         project = ctx.project_name or "-"
         route = ctx.route_name or "-"
-        provider = ctx.target.provider if ctx.target is not None else "-"
+        target = ctx.target
+        provider = target.provider if target is not None else "-"
         key = ctx.key.id if ctx.key else "-"
-        m.requests.inc((project, key, route, provider, _STATUS_CLASS[status // 100]))
-        m.request_duration.observe((route,), wall)
-        m.overhead.observe((route,), overhead)
-        if ctx.attempts:
-            genai = (ctx.endpoint, provider, route)
-            m.upstream_duration.observe((route,), ctx.upstream_s)
-            m.genai_duration.observe(genai, ctx.upstream_s)
-            if ctx.stream and ctx.first_byte_s is not None:
-                m.ttft.observe((route,), ctx.first_byte_s)
-                m.genai_ttft.observe(genai, ctx.first_byte_s)
-            if ctx.usage is not None:
-                m.genai_tokens.observe((*genai, "input"), ctx.usage.prompt_tokens)
-                m.genai_tokens.observe((*genai, "output"), ctx.usage.completion_tokens)
+        labels = (ctx.endpoint, project, key, route, provider)
+        series = self._series.get(labels)
+        if series is None:
+            if len(self._series) >= _MAX_SERIES:
+                self._series.clear()  # bounded by the config's names; this is a safety net
+            series = self._series[labels] = _RequestSeries(m, *labels)
+        requests = m.requests.values
+        count_as = series.requests[status // 100]
+        requests[count_as] = requests.get(count_as, 0.0) + 1
+        series.duration.observe(wall)
+        series.overhead.observe(overhead)
         usage = ctx.usage
-        if usage is not None and ctx.target is not None:
-            tokens = m.tokens
-            tokens.inc((project, route, provider, "input"), usage.prompt_tokens)
-            tokens.inc((project, route, provider, "output"), usage.completion_tokens)
+        if ctx.attempts:
+            series.upstream.observe(ctx.upstream_s)
+            series.genai_duration.observe(ctx.upstream_s)
+            if ctx.stream and ctx.first_byte_s is not None:
+                series.ttft.observe(ctx.first_byte_s)
+                series.genai_ttft.observe(ctx.first_byte_s)
+            if usage is not None:
+                series.genai_input.observe(usage.prompt_tokens)
+                series.genai_output.observe(usage.completion_tokens)
+        if usage is not None and target is not None:
+            tokens = m.tokens.values
+            at = series.input_tokens
+            tokens[at] = tokens.get(at, 0.0) + usage.prompt_tokens
+            at = series.output_tokens
+            tokens[at] = tokens.get(at, 0.0) + usage.completion_tokens
             if usage.cached_tokens:
-                tokens.inc((project, route, provider, "cached"), usage.cached_tokens)
+                at = series.cached_tokens
+                tokens[at] = tokens.get(at, 0.0) + usage.cached_tokens
             if usage.reasoning_tokens:
-                tokens.inc((project, route, provider, "reasoning"), usage.reasoning_tokens)
-        if ctx.usage_estimated and ctx.target is not None:
-            m.estimated_usage.inc((ctx.target.provider,))
+                at = series.reasoning_tokens
+                tokens[at] = tokens.get(at, 0.0) + usage.reasoning_tokens
+        if ctx.usage_estimated and target is not None:
+            m.estimated_usage.inc((target.provider,))
         if ctx.cost_usd is not None:
-            m.cost.inc((project, route, provider), float(ctx.cost_usd))
-        elif usage is not None and ctx.target is not None:
+            cost = m.cost.values
+            cost[series.cost] = cost.get(series.cost, 0.0) + float(ctx.cost_usd)
+        elif usage is not None and target is not None:
             m.unpriced.inc((provider,))
         for attempt in ctx.attempts:
             outcome = "ok" if attempt.error_class is None else attempt.error_class
             m.attempts.inc((attempt.provider, outcome))
+        first_byte = ctx.first_byte_s
         self._log.write(
             {
                 "request_id": ctx.request_id,
@@ -91,7 +108,7 @@ class Observe:
                 "key_id": ctx.key.id if ctx.key else None,
                 "project": ctx.project_name,
                 "route": ctx.route_name,
-                "provider": ctx.target.provider if ctx.target else None,
+                "provider": target.provider if target else None,
                 "model": ctx.served_model,
                 "stream": ctx.stream,
                 "status": status,
@@ -99,7 +116,7 @@ class Observe:
                 "attempts": len(ctx.attempts),
                 "latency_ms": round(wall * 1000, 2),
                 "overhead_ms": round(overhead * 1000, 3),
-                "ttfb_ms": None if ctx.first_byte_s is None else round(ctx.first_byte_s * 1000, 2),
+                "ttfb_ms": None if first_byte is None else round(first_byte * 1000, 2),
                 "prompt_tokens": usage.prompt_tokens if usage else None,
                 "completion_tokens": usage.completion_tokens if usage else None,
                 "usage_source": None
@@ -108,3 +125,48 @@ class Observe:
                 "cost_usd": None if ctx.cost_usd is None else float(ctx.cost_usd),
             }
         )
+
+
+class _RequestSeries:
+    """The metric series one kind of request lands in, resolved once: the label
+    tuples of its counters and its histogram series (Observe keeps one per
+    endpoint, project, key, route and provider)."""
+
+    __slots__ = (
+        "cached_tokens",
+        "cost",
+        "duration",
+        "genai_duration",
+        "genai_input",
+        "genai_output",
+        "genai_ttft",
+        "input_tokens",
+        "output_tokens",
+        "overhead",
+        "reasoning_tokens",
+        "requests",
+        "ttft",
+        "upstream",
+    )
+
+    def __init__(
+        self, m: Metrics, endpoint: str, project: str, key: str, route: str, provider: str
+    ) -> None:
+        #: by status // 100
+        self.requests = {
+            n: (project, key, route, provider, status) for n, status in _STATUS_CLASS.items()
+        }
+        self.duration = m.request_duration.series((route,))
+        self.overhead = m.overhead.series((route,))
+        self.upstream = m.upstream_duration.series((route,))
+        self.ttft = m.ttft.series((route,))
+        genai = (endpoint, provider, route)
+        self.genai_duration = m.genai_duration.series(genai)
+        self.genai_ttft = m.genai_ttft.series(genai)
+        self.genai_input = m.genai_tokens.series((*genai, "input"))
+        self.genai_output = m.genai_tokens.series((*genai, "output"))
+        self.input_tokens = (project, route, provider, "input")
+        self.output_tokens = (project, route, provider, "output")
+        self.cached_tokens = (project, route, provider, "cached")
+        self.reasoning_tokens = (project, route, provider, "reasoning")
+        self.cost = (project, route, provider)

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from aigateway.errors import InvalidRequest, UnsupportedMediaType
+from aigateway.jsonc import loader
 from aigateway.pipeline import Handler, Reply, RequestContext
 from aigateway.providers.anthropic_inbound import messages_to_chat, validate_messages
 from aigateway.wire import validate_chat, validate_embeddings
@@ -24,7 +25,7 @@ def _reject_constant(name: str) -> Any:
 
 
 #: one decoder for every request (``json.loads`` with options builds a new one per call)
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_loads = loader(json.JSONDecoder(parse_constant=_reject_constant))
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
@@ -37,7 +38,7 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     if _too_deep(text):
         raise InvalidRequest(f"The request body is nested deeper than {MAX_DEPTH} levels.")
     try:
-        data = _DECODER.decode(text)
+        data = _loads(text)
     except RecursionError:
         raise InvalidRequest("The request body is nested too deeply.") from None
     except ValueError as exc:

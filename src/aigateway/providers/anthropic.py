@@ -20,6 +20,7 @@ from typing import Any
 
 from aigateway.config.model import AnthropicProvider
 from aigateway.errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
+from aigateway.jsonc import dumpb
 from aigateway.providers.base import (
     Batch,
     Chunk,
@@ -93,7 +94,7 @@ class AnthropicAdapter:
             "POST",
             self._url,
             headers,
-            json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode(),
+            dumpb(out),
             stream=stream,
         )
 
@@ -129,7 +130,7 @@ class AnthropicAdapter:
             "POST",
             self._url,
             headers,
-            json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode(),
+            dumpb(out),
             stream=stream,
         )
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from aigateway.errors import UpstreamProtocolError, UpstreamStatusError
+from aigateway.jsonc import dumpb, loads
 from aigateway.sse import SSEDecoder, SSEError, SSEEvent
 from aigateway.wire import Usage
 
@@ -24,7 +25,7 @@ from aigateway.wire import Usage
 def json_object(body: bytes) -> dict[str, Any]:
     """A provider's JSON response body, which must be an object."""
     try:
-        data = json.loads(body)
+        data = loads(body)
     except (ValueError, RecursionError):
         raise UpstreamProtocolError("The provider's response is not valid JSON.") from None
     if not isinstance(data, dict):
@@ -107,18 +108,14 @@ class Chunk:
     def data(self) -> dict[str, Any]:
         if self._data is None:
             assert self.raw is not None
-            value = json.loads(self.raw)
+            value = loads(self.raw)
             if not isinstance(value, dict):
                 raise ValueError("a chunk must be a JSON object")
             self._data = value
         return self._data
 
     def encode(self) -> bytes:
-        return (
-            self.raw
-            if self.raw is not None
-            else json.dumps(self._data, separators=(",", ":"), ensure_ascii=False).encode()
-        )
+        return self.raw if self.raw is not None else dumpb(self._data)
 
 
 class Batch:

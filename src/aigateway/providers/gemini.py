@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from aigateway.config.model import GeminiProvider
 from aigateway.errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
+from aigateway.jsonc import dumpb
 from aigateway.providers.base import (
     Batch,
     Chunk,
@@ -76,7 +77,7 @@ class GeminiAdapter:
         key = api_key or self._api_key
         if key:
             headers["x-goog-api-key"] = key  # a header, not ?key=: URLs end up in logs
-        data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        data = dumpb(body)
         return UpstreamRequest("POST", url, headers, data, stream=stream)
 
     def chat_request(

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aigateway.errors import UpstreamProtocolError, UpstreamStatusError
+from aigateway.jsonc import dumpb
 from aigateway.providers.base import (
     Batch,
     Chunk,
@@ -70,7 +71,7 @@ class OpenAIAdapter:
             "POST",
             self._url("chat/completions", model),
             self._request_headers(api_key),
-            json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode(),
+            dumpb(out),
             stream=stream,
         )
 
@@ -98,7 +99,7 @@ class OpenAIAdapter:
             "POST",
             self._url("embeddings", model),
             self._request_headers(api_key),
-            json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode(),
+            dumpb(out),
         )
 
     def parse_embeddings(self, body: bytes) -> Parsed:
@@ -156,7 +157,9 @@ def _str_or_none(value: Any) -> str | None:
 # Streams are relayed without parsing: a read's complete events go out as they came,
 # up to the first event that needs a look inside (an error, a usage object, [DONE]).
 # Only those, and the stream's first chunk (for the served model), are parsed.
-_MARKERS = (b'"error"', b"[DONE]", b'"usage":{', b'"usage": {')
+# ("usage": null, on every chunk of an OpenAI stream with include_usage, is plain.)
+_MARKERS = (b'"error"', b"[DONE]")
+_JSON_SPACE = (b" ", b"\t")  # (no newlines inside a one-line event)
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 
 
@@ -191,11 +194,17 @@ class OpenAIStreamDecoder:
             return Batch()
         complete, self._pending = buf[:cut], buf[cut:]
         parts: list[Chunk | bytes] = []
-        if self._first:  # parse the first event alone: it names the served model
+        split = _plain_prefix(complete)
+        if self._first:  # the first event names the served model
             first = complete.find(b"\n\n") + 2
-            parts += self._parse(self._sse.feed(complete[:first]))
-            complete = complete[first:]
-        split = _plain_prefix(complete) if complete else 0
+            model = _top_level_model(complete, first) if split >= first else None
+            if model is not None:
+                self._first = False
+                self.state.served_model = model
+            else:  # not a plain event, or its model is not plainly written: parse it
+                parts += self._parse(self._sse.feed(complete[:first]))
+                complete = complete[first:]
+                split = split - first if split >= first else _plain_prefix(complete)
         if split:
             framed = complete[:split]
             self.state.add_output(framed)
@@ -246,6 +255,29 @@ class OpenAIStreamDecoder:
         return out
 
 
+def _top_level_model(events: bytes, end: int) -> str | None:
+    """The ``model`` of the plain ``data:`` event ``events[:end]``, read without
+    parsing: only when it is a key of the top-level object (no ``{`` before it but
+    the object's own) and its value a plain string (no escapes). Else None, and the
+    event is parsed."""
+    at = events.find(b'"model":', 0, end)
+    if at < 0 or events.count(b"{", 0, at) != 1:
+        return None
+    start = at + 8
+    while events[start : start + 1] == b" ":
+        start += 1
+    if events[start : start + 1] != b'"':
+        return None
+    close = events.find(b'"', start + 1, end)
+    value = events[start + 1 : close]
+    if close < 0 or b"\\" in value:
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def _plain_prefix(complete: bytes) -> int:
     """How many leading bytes of ``complete`` (whole events) can be relayed untouched:
     single-line ``data:`` events with no error, usage object or [DONE] in them."""
@@ -254,6 +286,19 @@ def _plain_prefix(complete: bytes) -> int:
         at = complete.find(marker, 0, stop)
         if at >= 0:
             stop = at
+    at = complete.find(b'"usage"', 0, stop)
+    while at >= 0:
+        value = at + 7
+        while complete[value : value + 1] in _JSON_SPACE:
+            value += 1
+        if complete[value : value + 1] == b":":
+            value += 1
+            while complete[value : value + 1] in _JSON_SPACE:
+                value += 1
+        if complete[value : value + 4] != b"null":
+            stop = at  # a usage object (or a "usage" in text): parse from that event on
+            break
+        at = complete.find(b'"usage"', value, stop)
     if stop < len(complete):
         stop = complete.rfind(b"\n\n", 0, stop) + 2  # back to the start of that event
         if stop < 2:
