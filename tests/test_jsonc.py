@@ -85,13 +85,3 @@ def test_loader_keeps_the_decoders_options() -> None:
         strict('{"a": NaN}')
     assert math.isnan(loads('{"a": NaN}')["a"])
     assert strict('{"a": 1}') == {"a": 1}
-
-
-@pytest.mark.parametrize("value", [v for v in VALUES if isinstance(v, dict)])
-@pytest.mark.parametrize("tail", ["", '"event": "request", "level": "info"'])
-def test_access_log_lines_are_what_json_dumps_writes(value: dict[Any, Any], tail: str) -> None:
-    from aigateway.observability import flat_json
-
-    extra = json.loads("{" + tail + "}")
-    want = json.dumps({**value, **extra}, ensure_ascii=False)
-    assert flat_json(value, tail) == want

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import math
 import uuid
 
 import aiohttp
+import pytest
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 
+from aigateway.observability import AccessLog, LineSink, RequestLine
 from tests.conftest import KEY, PROVIDER_SECRET, GatewayFactory
 from tests.fakes import Reply, chunk_events, error_body
 
@@ -234,3 +238,44 @@ async def test_every_log_line_of_a_request_carries_its_id(make_gateway: GatewayF
     lines = [json.loads(x) for x in gw.log.getvalue().splitlines() if x.startswith("{")]
     warning = next(x for x in lines if "no price" in x["event"])
     assert warning["request_id"] == "trace-me-123"
+
+
+_LINE = RequestLine(
+    "rid", "chat", "k1", "p", "r", "prov", "gpt-4o", True, 200, None, 1, 1.25, 0.125, 0.5,
+    12, 20, "provider", 0.00023,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        _LINE,
+        _LINE._replace(key_id=None, project=None, route=None, provider=None, model=None),
+        _LINE._replace(stream=False, status=499, error_class="ClientClosed", ttfb_ms=None),
+        _LINE._replace(prompt_tokens=None, completion_tokens=None, usage_source=None),
+        _LINE._replace(cost_usd=None, latency_ms=1e-7, overhead_ms=0.0, attempts=0),
+        _LINE._replace(model='quo"te \\ back \n nl \u2028 é 中 \U0001f600', route="r\x00"),
+        _LINE._replace(cost_usd=float("nan"), latency_ms=float("inf"), prompt_tokens=10**30),
+    ],
+)
+def test_access_line_is_what_json_dumps_writes(line: RequestLine) -> None:
+    sink = io.StringIO()
+    AccessLog(LineSink(sink)).write(line)
+    text = sink.getvalue()
+    fields = {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v
+        for k, v in line._asdict().items()
+    }
+    stamp = json.loads(text)["timestamp"]
+    want = {**fields, "event": "request", "level": "info", "timestamp": stamp}
+    assert text == json.dumps(want, ensure_ascii=False) + "\n"
+
+
+def test_access_line_as_text() -> None:
+    sink = io.StringIO()
+    AccessLog(LineSink(sink), fmt="console").write(_LINE._replace(error_class=None, ttfb_ms=None))
+    text = sink.getvalue()
+    assert text.endswith("Z [info     ] request request_id=rid endpoint=chat key_id=k1 project=p "
+                         "route=r provider=prov model=gpt-4o stream=True status=200 attempts=1 "
+                         "latency_ms=1.25 overhead_ms=0.125 prompt_tokens=12 completion_tokens=20 "
+                         "usage_source=provider cost_usd=0.00023\n")  # fmt: skip

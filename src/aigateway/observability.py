@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import structlog
 
@@ -110,39 +111,60 @@ class LineSink:
 
 
 _quote = json.encoder.encode_basestring  # C: escapes, keeps non-ASCII
-_dumps = json.JSONEncoder(ensure_ascii=False).encode
-_KEYS: dict[str, str] = {}
 
 
-def flat_json(fields: dict[str, Any], tail: str = "") -> str:
-    """``json.dumps(fields, ensure_ascii=False)`` with ``tail`` (already JSON:
-    ``"k": v, ...``) added as the last members; faster than json.dumps for the
-    flat objects of the access log (strings, numbers, None)."""
-    parts = []
-    keys = _KEYS
-    for name, value in fields.items():
-        key = keys.get(name)
-        if key is None:
-            if type(name) is not str:  # json.dumps converts such keys; let it
-                body = _dumps(fields)
-                return body[:-1] + (", " if len(body) > 2 else "") + tail + "}" if tail else body
-            key = _quote(name) + ": "
-            if len(keys) < 1024:
-                keys[name] = key
-        kind = type(value)
-        if kind is str:
-            parts.append(key + _quote(value))
-        elif value is None:
-            parts.append(key + "null")
-        elif kind is bool:
-            parts.append(key + ("true" if value else "false"))
-        elif kind is int or (kind is float and value - value == 0.0):  # a finite float
-            parts.append(key + repr(value))
-        else:  # nan, lists, dicts, ...: as json.dumps renders them
-            parts.append(key + _dumps(value))
-    if tail:
-        parts.append(tail)
-    return "{" + ", ".join(parts) + "}"
+def _text(value: str | None) -> str:
+    return "null" if value is None else _quote(value)
+
+
+def _number(value: float | None) -> str:
+    """What json.dumps writes for an int or a finite float (null for the rest)."""
+    if value is None:
+        return "null"
+    if type(value) is int or math.isfinite(value):
+        return repr(value)
+    return "null"
+
+
+class RequestLine(NamedTuple):
+    """The access log's fields for one request: names from the config and counts,
+    never a key, a secret or prompt text."""
+
+    request_id: str
+    endpoint: str
+    key_id: str | None
+    project: str | None
+    route: str | None
+    provider: str | None
+    model: str | None
+    stream: bool
+    status: int
+    error_class: str | None
+    attempts: int
+    latency_ms: float
+    overhead_ms: float
+    ttfb_ms: float | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    usage_source: str | None
+    cost_usd: float | None
+
+    def json(self, stamp: str) -> str:
+        """The line as ``json.dumps`` (``ensure_ascii=False``) writes it, with the
+        event, level and timestamp structlog lines have; one f-string, no dict."""
+        return (
+            f'{{"request_id": {_quote(self.request_id)}, "endpoint": {_quote(self.endpoint)}, '
+            f'"key_id": {_text(self.key_id)}, "project": {_text(self.project)}, '
+            f'"route": {_text(self.route)}, "provider": {_text(self.provider)}, '
+            f'"model": {_text(self.model)}, "stream": {"true" if self.stream else "false"}, '
+            f'"status": {self.status!r}, "error_class": {_text(self.error_class)}, '
+            f'"attempts": {self.attempts!r}, "latency_ms": {_number(self.latency_ms)}, '
+            f'"overhead_ms": {_number(self.overhead_ms)}, "ttfb_ms": {_number(self.ttfb_ms)}, '
+            f'"prompt_tokens": {_number(self.prompt_tokens)}, '
+            f'"completion_tokens": {_number(self.completion_tokens)}, '
+            f'"usage_source": {_text(self.usage_source)}, "cost_usd": {_number(self.cost_usd)}, '
+            f'"event": "request", "level": "info", "timestamp": "{stamp}"}}'
+        )
 
 
 class AccessLog:
@@ -166,16 +188,16 @@ class AccessLog:
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         return f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
 
-    def write(self, fields: dict[str, Any]) -> None:
+    def write(self, line: RequestLine) -> None:
         stamp = self._stamp()
         if self._json:
-            line = flat_json(
-                fields, '"event": "request", "level": "info", "timestamp": "' + stamp + '"'
-            )
+            text = line.json(stamp)
         else:
-            pairs = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
-            line = f"{stamp} [info     ] request {pairs}"
-        self.sink.write(line + "\n")
+            pairs = " ".join(
+                f"{k}={v}" for k, v in zip(line._fields, line, strict=True) if v is not None
+            )
+            text = f"{stamp} [info     ] request {pairs}"
+        self.sink.write(text + "\n")
 
 
 class _LineLogger:

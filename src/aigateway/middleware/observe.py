@@ -12,7 +12,7 @@ import time
 
 from aigateway.errors import GatewayError
 from aigateway.metrics import Metrics
-from aigateway.observability import AccessLog
+from aigateway.observability import AccessLog, RequestLine
 from aigateway.pipeline import CLIENT_CLOSED, Handler, Reply, RequestContext, StreamReply
 
 _STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
@@ -101,29 +101,28 @@ class Observe:
             outcome = "ok" if attempt.error_class is None else attempt.error_class
             m.attempts.inc((attempt.provider, outcome))
         first_byte = ctx.first_byte_s
+        cost_usd = ctx.cost_usd
         self._log.write(
-            {
-                "request_id": ctx.request_id,
-                "endpoint": ctx.endpoint,
-                "key_id": ctx.key.id if ctx.key else None,
-                "project": ctx.project_name,
-                "route": ctx.route_name,
-                "provider": target.provider if target else None,
-                "model": ctx.served_model,
-                "stream": ctx.stream,
-                "status": status,
-                "error_class": error,
-                "attempts": len(ctx.attempts),
-                "latency_ms": round(wall * 1000, 2),
-                "overhead_ms": round(overhead * 1000, 3),
-                "ttfb_ms": None if first_byte is None else round(first_byte * 1000, 2),
-                "prompt_tokens": usage.prompt_tokens if usage else None,
-                "completion_tokens": usage.completion_tokens if usage else None,
-                "usage_source": None
-                if usage is None
-                else ("estimated" if ctx.usage_estimated else "provider"),
-                "cost_usd": None if ctx.cost_usd is None else float(ctx.cost_usd),
-            }
+            RequestLine(
+                ctx.request_id,
+                ctx.endpoint,
+                ctx.key.id if ctx.key else None,
+                ctx.project_name,
+                ctx.route_name,
+                target.provider if target else None,
+                ctx.served_model,
+                ctx.stream,
+                status,
+                error,
+                len(ctx.attempts),
+                round(wall * 1000, 2),
+                round(overhead * 1000, 3),
+                None if first_byte is None else round(first_byte * 1000, 2),
+                usage.prompt_tokens if usage else None,
+                usage.completion_tokens if usage else None,
+                None if usage is None else ("estimated" if ctx.usage_estimated else "provider"),
+                None if cost_usd is None else float(cost_usd),
+            )
         )
 
 
