@@ -384,3 +384,21 @@ async def test_limit_counters_survive_a_reload(live) -> None:
             assert r.status == 200
         # what was counted before the reload still counts: 5 - 3 = 2 left
         assert await remaining() == ("two", "2")
+
+
+@pytest.mark.parametrize(
+    ("changed", "acted_on"),
+    [
+        ("/etc/aigateway/gateway.yaml", True),
+        ("/etc/aigateway/..data", True),  # a ConfigMap update
+        ("/etc/aigateway/gateway.yaml.swp", False),  # an editor's own file
+        ("/etc/aigateway/prompts.sqlite-wal", False),  # written next to the config
+        ("/etc/aigateway/aigateway.log", False),
+    ],
+)
+def test_only_changes_that_may_touch_the_config_are_acted_on(changed: str, acted_on: bool) -> None:
+    from watchfiles import Change
+
+    from aigateway.config.watch import concerns
+
+    assert concerns(Path("/etc/aigateway/gateway.yaml"))(Change.modified, changed) is acted_on
