@@ -46,16 +46,21 @@ CONNECTIONS = (1, 32, 256)
 #: guarded_sse: the same on the SSE route (streamed answers checked chunk by chunk);
 #: cached: a route with the response cache on (every request after the first hits);
 #: semantic: a route with the semantic cache on, every request's question different:
-#: each is embedded (an upstream call) and answered by the first one's entry
+#: each is embedded (an upstream call) and answered by the first one's entry;
+#: minimal_json, minimal_sse: the plain routes on a third gateway whose config has no
+#: limits, budgets, guardrails or caches anywhere (what a plain deployment runs; its
+#: RSS has no tokenizer and no numpy in it)
 KINDS = (
     "json", "sse", "failover", "governed", "logged", "guarded", "guarded_sse", "cached",
-    "semantic",
+    "semantic", "minimal_json", "minimal_sse",
 )  # fmt: skip
+STREAMED = ("sse", "guarded_sse", "minimal_sse")
 #: the route each scenario asks for
 MODELS = {"governed": "bench-json", "logged": "bench-json", "guarded": "bench-json",
-          "guarded_sse": "bench-sse"}  # fmt: skip
+          "guarded_sse": "bench-sse", "minimal_json": "bench-json",
+          "minimal_sse": "bench-sse"}  # fmt: skip
 #: the plain scenario each feature is measured against
-PLAIN = {"guarded_sse": "sse"}
+PLAIN = {"guarded_sse": "sse", "minimal_sse": "sse"}
 
 
 def free_port() -> int:
@@ -212,6 +217,30 @@ def gateway_conf(upstream: str) -> str:
         """)
 
 
+def minimal_conf(upstream: str) -> str:
+    """The plain routes and nothing else: no limits, budgets, guardrails or caches."""
+    import hashlib
+
+    digest = hashlib.sha256(KEY.encode()).hexdigest()
+    return textwrap.dedent(f"""\
+        version: 1
+        server: {{log_level: info}}
+        providers:
+          json-up: {{type: openai, base_url: "{upstream}/json/v1", api_key: "sk-bench"}}
+          sse-up: {{type: openai, base_url: "{upstream}/sse/v1", api_key: "sk-bench"}}
+        models:
+          bench-json: {{targets: [{{provider: json-up, model: gpt-4o}}]}}
+          bench-sse: {{targets: [{{provider: sse-up, model: gpt-4o}}]}}
+        pricing:
+          "gpt-4o-2024-08-06": {{input_per_mtok: 2.5, output_per_mtok: 10,
+                                cached_input_per_mtok: 1.25}}
+        projects:
+          bench: {{}}
+        keys:
+          - {{id: bench, project: bench, sha256: "{digest}"}}
+        """)
+
+
 @dataclass
 class Result:
     target: str
@@ -307,10 +336,17 @@ def main() -> int:
     conns = [int(c) for c in args.connections.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="aigw-bench-"))
     up_port, base_port, gw_port, log_port = free_port(), free_port(), free_port(), free_port()
+    min_port = free_port()
     upstream = f"http://127.0.0.1:{up_port}"
     (tmp / "nginx.conf").write_text(nginx_conf(up_port, tmp))
-    (tmp / "gateway.yaml").write_text(gateway_conf(upstream))
-    (tmp / "logged.yaml").write_text(
+    # The configs in a directory of their own, as deployed (/etc/aigateway): the
+    # gateway watches its config's directory, and logs or a prompt log written
+    # there would wake the watcher.
+    conf = tmp / "conf"
+    conf.mkdir()
+    (conf / "gateway.yaml").write_text(gateway_conf(upstream))
+    (conf / "minimal.yaml").write_text(minimal_conf(upstream))
+    (conf / "logged.yaml").write_text(
         gateway_conf(upstream).replace(
             "providers:",
             f'prompt_log: {{path: "{tmp}/prompts.sqlite", mode: full, durability: strict}}\n'
@@ -325,7 +361,7 @@ def main() -> int:
             json.dumps(
                 {
                     "model": MODELS.get(kind, f"bench-{kind}"),
-                    "stream": kind in ("sse", "guarded_sse"),
+                    "stream": kind in STREAMED,
                     "messages": [
                         {"role": "system", "content": "You are terse."},
                         {
@@ -344,7 +380,7 @@ def main() -> int:
     )
     wait_port(up_port)
     results: list[Result] = []
-    rss = {"baseline": 0.0, "gateway": 0.0}
+    rss = {"baseline": 0.0, "gateway": 0.0, "minimal": 0.0}
     rss_now: list[float] = []  # the gateway's RSS after each of its runs: flat or growing?
     try:
         # Both proxies run for the whole benchmark, pinned to the same core; only the
@@ -357,12 +393,13 @@ def main() -> int:
         )
 
         def serve(config: str, port: int) -> Proc:
-            args = ["serve", "--config", str(tmp / config), "--host", "127.0.0.1"]
+            args = ["serve", "--config", str(conf / config), "--host", "127.0.0.1"]
             command = [sys.executable, "-m", "aigateway", *args, "--port", str(port)]
             return Proc(command, port, tmp / f"{config}.log")
 
         gateway = serve("gateway.yaml", gw_port)
         logged = serve("logged.yaml", log_port)
+        minimal = serve("minimal.yaml", min_port)
         try:
             for rnd in range(args.rounds):
                 for kind in KINDS:
@@ -370,7 +407,8 @@ def main() -> int:
                         for target in ("direct", "baseline", "gateway"):
                             # direct and baseline show the plain JSON or SSE path
                             path = "sse" if "sse" in kind else "json"
-                            port = log_port if kind == "logged" else gw_port
+                            port = {"logged": log_port, "minimal_json": min_port,
+                                    "minimal_sse": min_port}.get(kind, gw_port)  # fmt: skip
                             auth = {
                                 "governed": GOV_KEY,
                                 "guarded": GUARD_KEY,
@@ -387,10 +425,10 @@ def main() -> int:
                             r = wrk(url, bodies[kind], c, args.duration, auth, vary)
                             r.target, r.kind = target, kind
                             results.append(r)
-                            if target == "gateway" and kind != "logged":
+                            if target == "gateway" and port == gw_port:
                                 rss_now.append(rss_mib(gateway.p.pid, "VmRSS"))
                             print(
-                                f"round {rnd + 1} {kind:4} c={c:<3} {target:8} "
+                                f"round {rnd + 1} {kind:12} c={c:<3} {target:8} "
                                 f"{r.rps:9.0f} rps  p50 {r.p50_ms:7.2f} ms  "
                                 f"p99 {r.p99_ms:7.2f} ms  failed {r.failed}",
                                 flush=True,
@@ -399,6 +437,7 @@ def main() -> int:
             rss["baseline"] = baseline.stop()
             rss["gateway"] = gateway.stop()
             logged.stop()
+            rss["minimal"] = minimal.stop()
     finally:
         nginx.send_signal(signal.SIGQUIT)
         nginx.wait(timeout=10)
@@ -436,7 +475,7 @@ def report(results: list[Result], conns: list[int], rss: dict[str, float]) -> No
 
     print("\nmedians over rounds")
     print(
-        f"{'kind':9}{'conns':>6}{'direct rps':>12}{'baseline rps':>14}{'gateway rps':>13}"
+        f"{'kind':13}{'conns':>6}{'direct rps':>12}{'baseline rps':>14}{'gateway rps':>13}"
         f"{'gw/base':>9}{'gw p50 ms':>11}{'+p50 vs direct':>16}{'gw p99 ms':>11}"
     )
     for kind in KINDS:
@@ -445,7 +484,7 @@ def report(results: list[Result], conns: list[int], rss: dict[str, float]) -> No
             gp50 = med("gateway", kind, c, "p50_ms")
             dp50 = med("direct", kind, c, "p50_ms")
             print(
-                f"{kind:9}{c:>6}{d:>12.0f}{b:>14.0f}{g:>13.0f}{paired_ratio(kind, c):>9.2f}"
+                f"{kind:13}{c:>6}{d:>12.0f}{b:>14.0f}{g:>13.0f}{paired_ratio(kind, c):>9.2f}"
                 f"{gp50:>11.2f}"
                 f"{gp50 - dp50:>16.2f}{med('gateway', kind, c, 'p99_ms'):>11.2f}"
             )
@@ -470,6 +509,8 @@ def report(results: list[Result], conns: list[int], rss: dict[str, float]) -> No
         ("guarded_sse", "guardrails on streamed answers (every detector)"),
         ("cached", "cache hits"),
         ("semantic", "semantic cache hits (one embedding call each)"),
+        ("minimal_json", "a config without limits, guardrails or caches anywhere"),
+        ("minimal_sse", "a config without limits, guardrails or caches anywhere"),
     ):
         if not any(r.kind == kind for r in results):
             continue
@@ -482,7 +523,8 @@ def report(results: list[Result], conns: list[int], rss: dict[str, float]) -> No
         print(f"\n{title} vs the plain {plain.upper()} path: " + "; ".join(parts))
     failed = sum(r.failed for r in results if r.kind != "failover")
     print(
-        f"\npeak RSS: baseline {rss['baseline']:.1f} MiB, gateway {rss['gateway']:.1f} MiB; "
+        f"\npeak RSS: baseline {rss['baseline']:.1f} MiB, gateway {rss['gateway']:.1f} MiB, "
+        f"minimal gateway {rss['minimal']:.1f} MiB; "
         f"failed requests: {failed}"
     )
 
