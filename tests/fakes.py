@@ -36,6 +36,11 @@ class Seen:
     path: str
     headers: dict[str, str]
     body: Any
+    #: every header line as received, repeats included
+    raw_headers: list[tuple[str, str]] = field(default_factory=list)
+
+    def all(self, name: str) -> list[str]:
+        return [v for k, v in self.raw_headers if k.lower() == name.lower()]
 
 
 def completion(model: str = "gpt-4o-2024-08-06", text: str = "Hello!", **usage: int) -> dict:
@@ -134,7 +139,9 @@ class FakeOpenAI:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         body = json.loads(raw)
-        self.seen.append(Seen(request.path, dict(request.headers), body))
+        self.seen.append(
+            Seen(request.path, dict(request.headers), body, list(request.headers.items()))
+        )
         if self.script:
             reply = self.script.pop(0)
         elif body.get("model") in self.by_model:
@@ -310,7 +317,9 @@ class FakeAnthropic:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = json.loads(await request.read())
-        self.seen.append(Seen(request.path, dict(request.headers), body))
+        self.seen.append(
+            Seen(request.path, dict(request.headers), body, list(request.headers.items()))
+        )
         reply = self.script.pop(0) if self.script else Reply(body=anthropic_message())
         if reply.status != 200 or not body.get("stream"):
             data = reply.body if reply.status != 200 else (reply.body or anthropic_message())

@@ -9,6 +9,7 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
+from aigateway import __version__
 from tests.conftest import KEY, OTHER_KEY, PROVIDER_SECRET, GatewayFactory
 from tests.fakes import Reply, chunk_events, completion, error_body
 
@@ -38,6 +39,20 @@ async def test_chat_completion(make_gateway: GatewayFactory) -> None:
     assert seen.body["messages"] == MESSAGES
     assert seen.headers["Authorization"] == f"Bearer {PROVIDER_SECRET}"
     assert KEY not in str(seen.headers)
+    assert seen.all("User-Agent") == [f"aigateway/{__version__}"]
+
+
+async def test_a_providers_headers_replace_the_user_agent(make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(
+        edit=lambda text: text.replace(
+            "timeouts: {connect_s: 2, read_s: 2}",
+            "headers: {user-agent: my-app/2}, timeouts: {connect_s: 2, read_s: 2}",
+            1,
+        )
+    )
+    async with client(gw) as c:
+        await c.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert gw.upstream.seen[0].all("User-Agent") == ["my-app/2"]
 
 
 async def test_unknown_fields_pass_through(make_gateway: GatewayFactory) -> None:

@@ -14,6 +14,7 @@ from typing import Protocol
 
 import aiohttp
 
+from aigateway import __version__
 from aigateway.config.model import Timeouts
 from aigateway.errors import (
     GatewayError,
@@ -61,7 +62,9 @@ def new_session(max_connections: int) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=connector,
         auto_decompress=True,
-        skip_auto_headers=("User-Agent",),
+        # who is calling, as upstreams like to know (a provider's own headers: may
+        # replace it); set here rather than skipped, which is aiohttp's slow path
+        headers={"User-Agent": f"aigateway/{__version__}"},
         raise_for_status=False,
     )
 
