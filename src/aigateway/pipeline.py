@@ -165,3 +165,45 @@ def build_chain(middlewares: Sequence[Middleware], terminal: Handler) -> Handler
     for mw in reversed(middlewares):
         handler = partial(mw, call_next=handler)
     return handler
+
+
+class Selective(Middleware, Protocol):
+    """A middleware that has work for some keys and routes only."""
+
+    def applies(self, key: Key, route: str) -> bool:
+        """Whether it may act on a request of this key for this route (a False here
+        lets the request skip it; True may still pass a request on untouched)."""
+        ...
+
+
+#: (key, route) chains kept by ``ByKeyAndRoute``: far more than configs name
+MAX_CHAINS = 10_000
+
+
+class ByKeyAndRoute:
+    """The inner end of the chain: for each key and route, a chain of just the
+    middlewares that apply to it, built on first use. A project with guardrails
+    or limits then costs nothing to the routes and keys that have none.
+
+    Called after routing (``ctx.key`` and ``ctx.route_name`` set); it returns the
+    chosen chain's coroutine rather than being one, so it adds no layer itself.
+    """
+
+    def __init__(self, middlewares: Sequence[Selective], terminal: Handler) -> None:
+        self._middlewares = middlewares
+        self._terminal = terminal
+        self._everything = build_chain(middlewares, terminal)
+        self._chains: dict[tuple[str, str], Handler] = {}
+
+    def __call__(self, ctx: RequestContext) -> Awaitable[Reply]:
+        key, route = ctx.key, ctx.route_name
+        if key is None or route is None:
+            return self._everything(ctx)
+        chain = self._chains.get((key.id, route))
+        if chain is None:
+            if len(self._chains) >= MAX_CHAINS:
+                self._chains.clear()
+            chain = self._chains[(key.id, route)] = build_chain(
+                [mw for mw in self._middlewares if mw.applies(key, route)], self._terminal
+            )
+        return chain(ctx)

@@ -35,7 +35,7 @@ from aigateway.middleware.route import ResolveRoute
 from aigateway.middleware.semantic import SemanticLookup
 from aigateway.mock_transport import MockTransport
 from aigateway.observability import AccessLog
-from aigateway.pipeline import Handler, Middleware, build_chain
+from aigateway.pipeline import ByKeyAndRoute, Handler, Middleware, Selective, build_chain
 from aigateway.policy import compile_policies
 from aigateway.pricing import PriceBook
 from aigateway.promptlog import PromptLog
@@ -101,11 +101,14 @@ def build_runtime(
         ParseBody(),
         ResolveRoute(config.models),
     ]
+    # Guardrails, limits and caches apply to some keys and routes only: requests of
+    # the others skip them (no layer at all when the config has none of them).
+    selective: list[Selective] = []
     if _has_guardrails(config):
-        middlewares.append(Guard(config, metrics))
+        selective.append(Guard(config, metrics))
     policies = compile_policies(config)
-    if policies:  # no limits anywhere: not even a dict lookup per request
-        middlewares.append(
+    if policies:
+        selective.append(
             Govern(
                 policies,
                 store,
@@ -125,10 +128,10 @@ def build_runtime(
             lookup = SemanticLookup(
                 semantic, config.models, embed=proxy, cost=account.cost, metrics=metrics
             )
-        middlewares.append(
+        selective.append(
             Cache(config, cache, metrics=metrics, cost=account.cost, spawn=spawn, semantic=lookup)
         )
-    chain = build_chain(middlewares, proxy)
+    chain = build_chain(middlewares, ByKeyAndRoute(selective, proxy) if selective else proxy)
     return Runtime(
         loaded=loaded, keys=keys, providers=providers, handler=chain, created=int(time.time())
     )

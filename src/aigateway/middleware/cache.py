@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 from aigateway.cache_store import CacheStore
-from aigateway.config.model import CacheConfig, GatewayConfig, RouteCache
+from aigateway.config.model import CacheConfig, GatewayConfig, Key, RouteCache
 from aigateway.metrics import Metrics
 from aigateway.middleware.semantic import Probe, SemanticLookup
 from aigateway.pipeline import Handler, JsonReply, Reply, RequestContext, StreamReply
@@ -56,6 +56,13 @@ class Cache:
         self._cost = cost
         self._spawn = spawn
         self._semantic = semantic
+
+    def applies(self, key: Key, route: str) -> bool:
+        route_cfg = self._config.models.get(route)
+        project = self._config.projects.get(key.project)
+        return (route_cfg is not None and route_cfg.cache is not None) or (
+            project is not None and project.cache is not None
+        )
 
     async def __call__(self, ctx: RequestContext, call_next: Handler) -> Reply:
         rule = cache_rule(ctx)

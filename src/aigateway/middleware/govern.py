@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 from aigateway import limits
-from aigateway.config.model import Governance, Route
+from aigateway.config.model import Governance, Key, Route
 from aigateway.errors import BudgetExceeded, GatewayError, LimitsUnavailable, RateLimited
 from aigateway.metrics import Metrics
 from aigateway.middleware.cache import cache_rule
@@ -86,6 +86,10 @@ class Govern:
         self._spawn = spawn
         self._routes: dict[tuple[str, str | None, str | None], _RouteFacts] = {}
         self._windows = Windows()
+
+    def applies(self, key: Key, route: str) -> bool:
+        policy = self._policies.get(key.id)
+        return policy is not None and bool(policy.scopes_for(route))
 
     async def __call__(self, ctx: RequestContext, call_next: Handler) -> Reply:
         policy = self._policies.get(ctx.key.id) if ctx.key is not None else None

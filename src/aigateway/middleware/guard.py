@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aigateway.config.model import GatewayConfig
+from aigateway.config.model import GatewayConfig, Key
 from aigateway.errors import InvalidRequest
 from aigateway.guard import Blocked, Rules, compile_rules, merge
 from aigateway.guard_stream import AnthropicStreamGuard, ChatStreamGuard
@@ -33,11 +33,13 @@ class Guard:
         self._metrics = metrics
         self._rules: dict[tuple[str, str], Rules | None] = {}
 
+    def applies(self, key: Key, route: str) -> bool:
+        return self._rules_for(key, route) is not None
+
     def _for(self, ctx: RequestContext) -> Rules | None:
-        key = ctx.key
-        route = ctx.route_name or ""
-        if key is None:
-            return None
+        return None if ctx.key is None else self._rules_for(ctx.key, ctx.route_name or "")
+
+    def _rules_for(self, key: Key, route: str) -> Rules | None:
         cache_key = (key.id, route)
         if cache_key not in self._rules:  # keys x routes: bounded by the config
             project = self._config.projects.get(key.project)
