@@ -24,6 +24,7 @@ from typing import Any
 _c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
 _c_quote: Any = getattr(json.encoder, "c_encode_basestring", None)
 _WS = re.compile(r"[ \t\n\r]*")
+_SPACE = frozenset(" \t\n\r")
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -66,14 +67,15 @@ def loader(decoder: json.JSONDecoder) -> Callable[[str | bytes], Any]:
             text = data
         else:
             text = (data[3:] if data.startswith(_BOM) else data).decode("utf-8")
-        start = _skip(text, 0)
+        start = _skip(text, 0) if text[:1] in _SPACE else 0
         try:
             value, end = scan(text, start)
         except StopIteration as exc:
             raise json.JSONDecodeError("Expecting value", text, exc.value) from None
-        end = _skip(text, end)
         if end != len(text):
-            raise json.JSONDecodeError("Extra data", text, end)
+            end = _skip(text, end)
+            if end != len(text):
+                raise json.JSONDecodeError("Extra data", text, end)
         return value
 
     return loads

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import sys
 import time
 from collections.abc import MutableMapping
@@ -118,12 +117,11 @@ def _text(value: str | None) -> str:
 
 
 def _number(value: float | None) -> str:
-    """What json.dumps writes for an int or a finite float (null for the rest)."""
+    """What json.dumps writes for an int or a finite float (null for nan and inf)."""
     if value is None:
         return "null"
-    if type(value) is int or math.isfinite(value):
-        return repr(value)
-    return "null"
+    text = repr(value)
+    return text if text[-1] <= "9" else "null"  # "nan", "inf" end in letters
 
 
 class RequestLine(NamedTuple):
