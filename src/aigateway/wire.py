@@ -8,7 +8,7 @@ fields we do not know about still reach the provider unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
@@ -71,7 +71,8 @@ def validate_embeddings(body: dict[str, Any]) -> EmbeddingsRequest:
 
 def _validate(model: type[_M], body: dict[str, Any]) -> _M:
     try:
-        return model.model_validate(body)
+        # model_validate without its wrapper (one call per request, on every request)
+        return cast(_M, model.__pydantic_validator__.validate_python(body))
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         loc = _dotted(first["loc"])
