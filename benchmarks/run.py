@@ -328,7 +328,9 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--connections", default=",".join(map(str, CONNECTIONS)))
     ap.add_argument("--json", type=Path, help="write raw results here")
+    ap.add_argument("--kinds", default=",".join(KINDS), help="scenarios to run (default: all)")
     args = ap.parse_args()
+    kinds = [k for k in KINDS if k in args.kinds.split(",")]
     for tool in ("nginx", "wrk", "taskset"):
         if shutil.which(tool) is None:
             print(f"needs {tool}: apt-get install -y nginx-light wrk util-linux", file=sys.stderr)
@@ -402,7 +404,7 @@ def main() -> int:
         minimal = serve("minimal.yaml", min_port)
         try:
             for rnd in range(args.rounds):
-                for kind in KINDS:
+                for kind in kinds:
                     for c in conns:
                         for target in ("direct", "baseline", "gateway"):
                             # direct and baseline show the plain JSON or SSE path
@@ -479,6 +481,8 @@ def report(results: list[Result], conns: list[int], rss: dict[str, float]) -> No
         f"{'gw/base':>9}{'gw p50 ms':>11}{'+p50 vs direct':>16}{'gw p99 ms':>11}"
     )
     for kind in KINDS:
+        if not any(r.kind == kind for r in results):
+            continue
         for c in conns:
             d, b, g = (med(t, kind, c, "rps") for t in ("direct", "baseline", "gateway"))
             gp50 = med("gateway", kind, c, "p50_ms")
