@@ -218,27 +218,21 @@ def gateway_conf(upstream: str) -> str:
 
 
 def minimal_conf(upstream: str) -> str:
-    """The plain routes and nothing else: no limits, budgets, guardrails or caches."""
-    import hashlib
+    """The plain routes of ``gateway_conf`` and nothing else: no limits, budgets,
+    guardrails or caches anywhere."""
+    import yaml
 
-    digest = hashlib.sha256(KEY.encode()).hexdigest()
-    return textwrap.dedent(f"""\
-        version: 1
-        server: {{log_level: info}}
-        providers:
-          json-up: {{type: openai, base_url: "{upstream}/json/v1", api_key: "sk-bench"}}
-          sse-up: {{type: openai, base_url: "{upstream}/sse/v1", api_key: "sk-bench"}}
-        models:
-          bench-json: {{targets: [{{provider: json-up, model: gpt-4o}}]}}
-          bench-sse: {{targets: [{{provider: sse-up, model: gpt-4o}}]}}
-        pricing:
-          "gpt-4o-2024-08-06": {{input_per_mtok: 2.5, output_per_mtok: 10,
-                                cached_input_per_mtok: 1.25}}
-        projects:
-          bench: {{}}
-        keys:
-          - {{id: bench, project: bench, sha256: "{digest}"}}
-        """)
+    full = yaml.safe_load(gateway_conf(upstream))
+    plain = ("bench-json", "bench-sse")
+    return yaml.safe_dump(
+        {
+            **full,
+            "providers": {n: full["providers"][n] for n in ("json-up", "sse-up")},
+            "models": {n: full["models"][n] for n in plain},
+            "projects": {"bench": {}},
+            "keys": [k for k in full["keys"] if k["id"] == "bench"],
+        }
+    )
 
 
 @dataclass

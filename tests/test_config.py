@@ -255,3 +255,15 @@ def test_secret_values_never_in_errors() -> None:
     text = BASE.replace("version: 1", "version: 1\nstate: {backend: redis, url: 5}")
     found = problems(text, env={"OPENAI_KEY": "sk-very-secret-value"})
     assert not any("sk-very-secret-value" in p for p in found)
+
+
+@pytest.mark.parametrize("which", ["gateway_conf", "minimal_conf"])
+def test_the_benchmarks_configs_are_valid(which: str) -> None:
+    import benchmarks.run as bench
+
+    text = getattr(bench, which)("http://127.0.0.1:9")
+    config = parse_config(text.encode(), env={}, base_dir=Path(".")).config
+    assert {"bench-json", "bench-sse"} <= set(config.models)
+    if which == "minimal_conf":  # nothing but the plain routes
+        assert not any(r.cache or r.guardrails for r in config.models.values())
+        assert not any(p.guardrails or p.budgets or p.rate_limits for p in config.projects.values())
