@@ -455,11 +455,16 @@ def main() -> int:
 
 
 def report(results: list[Result], conns: list[int], rss: dict[str, float]) -> None:
-    def paired_ratio(kind: str, c: int) -> float:
-        """Median over rounds of gateway/baseline, each pair measured back to back."""
+    def round_ratios(kind: str, c: int) -> list[float]:
+        """gateway/baseline of each round, each pair measured back to back."""
         g = [r.rps for r in results if (r.target, r.kind, r.connections) == ("gateway", kind, c)]
         b = [r.rps for r in results if (r.target, r.kind, r.connections) == ("baseline", kind, c)]
-        return statistics.median(x / y for x, y in zip(g, b, strict=True)) if g else float("nan")
+        return [x / y for x, y in zip(g, b, strict=True)]
+
+    def paired_ratio(kind: str, c: int) -> float:
+        """Median over rounds of gateway/baseline."""
+        ratios = round_ratios(kind, c)
+        return statistics.median(ratios) if ratios else float("nan")
 
     def med(target: str, kind: str, c: int, field: str) -> float:
         vals = [
@@ -473,6 +478,7 @@ def report(results: list[Result], conns: list[int], rss: dict[str, float]) -> No
     print(
         f"{'kind':13}{'conns':>6}{'direct rps':>12}{'baseline rps':>14}{'gateway rps':>13}"
         f"{'gw/base':>9}{'gw p50 ms':>11}{'+p50 vs direct':>16}{'gw p99 ms':>11}"
+        "  gw/base per round (the noise)"
     )
     for kind in KINDS:
         if not any(r.kind == kind for r in results):
@@ -484,7 +490,8 @@ def report(results: list[Result], conns: list[int], rss: dict[str, float]) -> No
             print(
                 f"{kind:13}{c:>6}{d:>12.0f}{b:>14.0f}{g:>13.0f}{paired_ratio(kind, c):>9.2f}"
                 f"{gp50:>11.2f}"
-                f"{gp50 - dp50:>16.2f}{med('gateway', kind, c, 'p99_ms'):>11.2f}"
+                f"{gp50 - dp50:>16.2f}{med('gateway', kind, c, 'p99_ms'):>11.2f}  "
+                + " ".join(f"{x:.2f}" for x in round_ratios(kind, c))
             )
     failover = [r for r in results if r.kind == "failover" and r.target == "gateway"]
     if failover:
