@@ -59,7 +59,8 @@ async def watch_config(
     # Only the directory itself, not what is below it (a config next to a data or
     # log directory must not cost a watch per subdirectory), and only changes to the
     # file's own name or a ConfigMap's ..data swap are acted on at once: files
-    # written next to the config (logs, a prompt log) wake nothing up.
+    # written next to the config (logs, a prompt log) are not read or hashed (the
+    # watcher's own thread still sees them: keep them elsewhere).
     async for _changes in awatch(
         directory,
         stop_event=stop,
