@@ -119,3 +119,18 @@ async def test_redis_backend_is_shared_by_two_gateways(
     assert hit.headers["x-aigateway-cache"] == "hit"
     assert hit.parse().choices[0].message.content == "Hello!"
     assert one.upstream.calls == 1
+
+
+async def test_a_projects_cache_covers_its_keys_only(make_gateway: GatewayFactory) -> None:
+    project = "acme: {models: [gpt-4o, with-backup, text-embedding-3-small, mock]"
+    gw = await make_gateway(
+        extra=PRICED, edit=lambda text: text.replace(project, f"{project}, cache: {{ttl_s: 60}}")
+    )
+    first = await ask(gw)
+    await asyncio.sleep(0.05)  # the entry is written in the background
+    assert first.headers["x-aigateway-cache"] == "miss"
+    assert (await ask(gw)).headers["x-aigateway-cache"] == "hit"
+    assert gw.upstream.calls == 1
+    for _ in range(2):  # another project on the same route: no cache at all
+        assert "x-aigateway-cache" not in (await ask(gw, OTHER_KEY)).headers
+    assert gw.upstream.calls == 3

@@ -318,3 +318,19 @@ async def test_unreachable_redis_with_budgets(
             await c.chat.completions.create(model="gpt-4o", messages=MESSAGES)
         assert caught.value.status_code == 503
         assert caught.value.body["code"] == "limits_unavailable"  # type: ignore[index]
+
+
+async def test_a_keys_limit_on_one_route_applies_to_that_route_only(
+    make_gateway: GatewayFactory, sdk: SDK
+) -> None:
+    gw = await make_gateway(edit=limited(key="route_rate_limits: {gpt-4o: {rpm: 1}}"))
+    c = sdk(gw)
+    raw = await c.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
+    assert raw.headers["x-ratelimit-limit-requests"] == "1"
+    with pytest.raises(openai.RateLimitError):
+        await c.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    # the same key on another route: no limit applies there, so none is checked
+    for _ in range(3):
+        other = await c.chat.completions.with_raw_response.create(model="mock", messages=MESSAGES)
+        assert "x-ratelimit-limit-requests" not in other.headers
+    assert gw.upstream.calls == 1

@@ -23,6 +23,8 @@ from typing import Any
 
 _c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
 _c_quote: Any = getattr(json.encoder, "c_encode_basestring", None)
+#: a str as a JSON string literal, non-ASCII kept (what ``dumps`` writes for one)
+quote: Callable[[str], str] = json.encoder.encode_basestring
 _WS = re.compile(r"[ \t\n\r]*")
 _SPACE = frozenset(" \t\n\r")
 _BOM = b"\xef\xbb\xbf"

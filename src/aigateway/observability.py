@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, TextIO
 
 import structlog
 
+from aigateway.jsonc import quote
 from aigateway.scrub import scrub
 
 _LEVELS = {
@@ -109,11 +110,8 @@ class LineSink:
                 pass  # stdout gone (closed pipe): losing a log line must not fail a request
 
 
-_quote = json.encoder.encode_basestring  # C: escapes, keeps non-ASCII
-
-
 def _text(value: str | None) -> str:
-    return "null" if value is None else _quote(value)
+    return "null" if value is None else quote(value)
 
 
 def _number(value: float | None) -> str:
@@ -151,7 +149,7 @@ class RequestLine(NamedTuple):
         """The line as ``json.dumps`` (``ensure_ascii=False``) writes it, with the
         event, level and timestamp structlog lines have; one f-string, no dict."""
         return (
-            f'{{"request_id": {_quote(self.request_id)}, "endpoint": {_quote(self.endpoint)}, '
+            f'{{"request_id": {quote(self.request_id)}, "endpoint": {quote(self.endpoint)}, '
             f'"key_id": {_text(self.key_id)}, "project": {_text(self.project)}, '
             f'"route": {_text(self.route)}, "provider": {_text(self.provider)}, '
             f'"model": {_text(self.model)}, "stream": {"true" if self.stream else "false"}, '
