@@ -1,11 +1,15 @@
 # syntax=docker/dockerfile:1
 # aigateway: build wheels in one stage, install only them in a slim, non-root image.
 
-FROM python:3.11-slim-bookworm AS build
+# The full image has the C compiler the compiled build needs: AIGATEWAY_MYPYC=1
+# compiles the request path with mypyc (setup.py); the wheel runs on the slim image
+# below (same Python, same Debian).
+FROM python:3.11-bookworm AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
+COPY build_support ./build_support
 COPY src ./src
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN AIGATEWAY_MYPYC=1 pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 \

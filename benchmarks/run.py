@@ -323,6 +323,12 @@ def main() -> int:
     ap.add_argument("--connections", default=",".join(map(str, CONNECTIONS)))
     ap.add_argument("--json", type=Path, help="write raw results here")
     ap.add_argument("--kinds", default=",".join(KINDS), help="scenarios to run (default: all)")
+    ap.add_argument(
+        "--compare",
+        metavar="PYTHON",
+        help="also measure the gateway run by this interpreter (another build of aigateway, "
+        "e.g. .venv-mypyc/bin/python) right after the first one, on the same config",
+    )
     args = ap.parse_args()
     kinds = [k for k in KINDS if k in args.kinds.split(",")]
     for tool in ("nginx", "wrk", "taskset"):
@@ -332,7 +338,7 @@ def main() -> int:
     conns = [int(c) for c in args.connections.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="aigw-bench-"))
     up_port, base_port, gw_port, log_port = free_port(), free_port(), free_port(), free_port()
-    min_port = free_port()
+    min_port, cmp_port = free_port(), free_port()
     upstream = f"http://127.0.0.1:{up_port}"
     (tmp / "nginx.conf").write_text(nginx_conf(up_port, tmp))
     # The configs in a directory of their own, as deployed (/etc/aigateway): the
@@ -388,23 +394,27 @@ def main() -> int:
             tmp / "baseline.log",
         )
 
-        def serve(config: str, port: int) -> Proc:
+        def serve(config: str, port: int, python: str = sys.executable) -> Proc:
             args = ["serve", "--config", str(conf / config), "--host", "127.0.0.1"]
-            command = [sys.executable, "-m", "aigateway", *args, "--port", str(port)]
-            return Proc(command, port, tmp / f"{config}.log")
+            command = [python, "-m", "aigateway", *args, "--port", str(port)]
+            return Proc(command, port, tmp / f"{config}-{port}.log")
 
         gateway = serve("gateway.yaml", gw_port)
         logged = serve("logged.yaml", log_port)
         minimal = serve("minimal.yaml", min_port)
+        compare = serve("gateway.yaml", cmp_port, args.compare) if args.compare else None
+        targets = ("direct", "baseline", "gateway", *(("compare",) if compare else ()))
         try:
             for rnd in range(args.rounds):
                 for kind in kinds:
                     for c in conns:
-                        for target in ("direct", "baseline", "gateway"):
+                        for target in targets:
                             # direct and baseline show the plain JSON or SSE path
                             path = "sse" if "sse" in kind else "json"
                             port = {"logged": log_port, "minimal_json": min_port,
                                     "minimal_sse": min_port}.get(kind, gw_port)  # fmt: skip
+                            if target == "compare" and port != gw_port:
+                                continue  # the other build serves the main config only
                             auth = {
                                 "governed": GOV_KEY,
                                 "guarded": GUARD_KEY,
@@ -416,6 +426,7 @@ def main() -> int:
                                 "baseline": f"http://127.0.0.1:{base_port}/{path}"
                                 "/v1/chat/completions",
                                 "gateway": f"http://127.0.0.1:{port}/v1/chat/completions",
+                                "compare": f"http://127.0.0.1:{cmp_port}/v1/chat/completions",
                             }[target]
                             wrk(url, bodies[kind], c, 1.0, auth, vary)  # warm-up
                             r = wrk(url, bodies[kind], c, args.duration, auth, vary)
@@ -434,6 +445,8 @@ def main() -> int:
             rss["gateway"] = gateway.stop()
             logged.stop()
             rss["minimal"] = minimal.stop()
+            if compare is not None:
+                rss["compare"] = compare.stop()
     finally:
         nginx.send_signal(signal.SIGQUIT)
         nginx.wait(timeout=10)
@@ -455,9 +468,9 @@ def main() -> int:
 
 
 def report(results: list[Result], conns: list[int], rss: dict[str, float]) -> None:
-    def round_ratios(kind: str, c: int) -> list[float]:
-        """gateway/baseline of each round, each pair measured back to back."""
-        g = [r.rps for r in results if (r.target, r.kind, r.connections) == ("gateway", kind, c)]
+    def round_ratios(kind: str, c: int, target: str = "gateway") -> list[float]:
+        """target/baseline of each round, each pair measured back to back."""
+        g = [r.rps for r in results if (r.target, r.kind, r.connections) == (target, kind, c)]
         b = [r.rps for r in results if (r.target, r.kind, r.connections) == ("baseline", kind, c)]
         return [x / y for x, y in zip(g, b, strict=True)]
 
@@ -493,6 +506,23 @@ def report(results: list[Result], conns: list[int], rss: dict[str, float]) -> No
                 f"{gp50 - dp50:>16.2f}{med('gateway', kind, c, 'p99_ms'):>11.2f}  "
                 + " ".join(f"{x:.2f}" for x in round_ratios(kind, c))
             )
+    if any(r.target == "compare" for r in results):
+        print("\nthe other build (--compare), same runs: its RPS over the baseline's, and over")
+        print("the first gateway's, per round")
+        for kind in KINDS:
+            for c in conns:
+                if not any(
+                    (r.target, r.kind, r.connections) == ("compare", kind, c) for r in results
+                ):
+                    continue  # (a scenario the main gateway does not serve)
+                ratios = round_ratios(kind, c, "compare")
+                mine = round_ratios(kind, c)
+                over = [x / y for x, y in zip(ratios, mine, strict=True)]
+                print(
+                    f"{kind:13}{c:>6}  compare/base {statistics.median(ratios):.2f} "
+                    f"({' '.join(f'{x:.2f}' for x in ratios)})  compare/gateway "
+                    f"{statistics.median(over):.2f} ({' '.join(f'{x:.2f}' for x in over)})"
+                )
     failover = [r for r in results if r.kind == "failover" and r.target == "gateway"]
     if failover:
         total = sum(r.requests for r in failover)
@@ -530,7 +560,8 @@ def report(results: list[Result], conns: list[int], rss: dict[str, float]) -> No
     print(
         f"\npeak RSS: baseline {rss['baseline']:.1f} MiB, gateway {rss['gateway']:.1f} MiB, "
         f"minimal gateway {rss['minimal']:.1f} MiB; "
-        f"failed requests: {failed}"
+        + (f"other build {rss['compare']:.1f} MiB; " if "compare" in rss else "")
+        + f"failed requests: {failed}"
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +51,7 @@ LAYERS: dict[str, int] = {
     "semantic_store": 3,
     "providers": 1,
     "pipeline": 2,
+    "accesslog": 1,
     "observability": 2,
     "metrics": 2,
     "middleware": 3,
@@ -144,3 +147,52 @@ def test_providers_do_no_io() -> None:
         names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert not names & {"aiohttp", "asyncio", "socket", "time"}, path.name
+
+
+def compiled() -> list[str]:
+    """The modules setup.py compiles with mypyc (AIGATEWAY_MYPYC=1)."""
+    tree = ast.parse((PKG.parent.parent / "setup.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "COMPILED":
+            return [str(ast.literal_eval(e)).replace("/", ".") for e in node.value.elts]  # type: ignore[attr-defined]
+    raise AssertionError("setup.py has no COMPILED")
+
+
+def test_what_mypyc_compiles_it_can_compile() -> None:
+    """mypyc cannot compile a runtime-checkable protocol, and a class it compiled
+    cannot be subclassed by a module left interpreted."""
+    names = compiled()
+    assert set(names) <= set(modules())
+    classes: dict[str, set[str]] = {}
+    for name in names:
+        tree = ast.parse((PKG / (name.replace(".", "/") + ".py")).read_text())
+        assert "runtime_checkable" not in ast.unparse(tree), name
+        classes[name] = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
+    for name in set(modules()) - set(names):
+        path = PKG / (name.replace(".", "/") + ".py")
+        tree = ast.parse(
+            (path if path.exists() else path.with_suffix("") / "__init__.py").read_text()
+        )
+        imported = {
+            a.asname or a.name
+            for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom)
+            and (n.module or "").removeprefix("aigateway.") in classes
+            for a in n.names
+            if a.name in classes[(n.module or "").removeprefix("aigateway.")]
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                bases = {ast.unparse(b) for b in node.bases}
+                assert not bases & imported, (
+                    f"aigateway.{name}.{node.name} subclasses a compiled class"
+                )
+
+
+def test_the_build_under_test_is_the_one_meant() -> None:
+    """Pure Python, or (CI's second run: AIGATEWAY_MYPYC=1 build, with
+    AIGATEWAY_EXPECT_COMPILED=1) the C extensions, never some of each."""
+    suffix = ".so" if os.environ.get("AIGATEWAY_EXPECT_COMPILED") == "1" else ".py"
+    for name in compiled():
+        path = importlib.import_module(f"aigateway.{name}").__file__ or ""
+        assert path.endswith(suffix), f"aigateway.{name} is {path}, not a {suffix} file"

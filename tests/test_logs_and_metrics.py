@@ -14,7 +14,7 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 
-from aigateway.observability import AccessLog, LineSink, RequestLine
+from aigateway.accesslog import AccessLog, LineSink, RequestLine
 from tests.conftest import KEY, PROVIDER_SECRET, GatewayFactory
 from tests.fakes import Reply, chunk_events, error_body
 

@@ -287,3 +287,30 @@ async def test_an_outage_cannot_multiply_upstream_traffic(gw) -> None:
             with pytest.raises(openai.InternalServerError):
                 await c.chat.completions.create(model="down", messages=MESSAGES)
     assert 100 < g.upstream.calls_to("dead") <= 1.2 * 100 + 10
+
+
+async def test_each_providers_timeouts_reach_aiohttp_also_after_a_reload() -> None:
+    """Converted timeouts are kept by the settings' identity: settings made later
+    (a reload) get their own, even when the old ones are gone and the id is reused."""
+    from types import SimpleNamespace
+
+    from aigateway.config.model import Timeouts
+    from aigateway.providers.base import UpstreamRequest
+    from aigateway.upstream import HttpTransport
+
+    seen: list[aiohttp.ClientTimeout] = []
+
+    class Session:
+        async def request(self, *args: object, timeout: aiohttp.ClientTimeout, **kw: object):
+            seen.append(timeout)
+            return SimpleNamespace(status=200, headers={})  # all open() reads of it
+
+    transport = HttpTransport(Session())  # type: ignore[arg-type]
+    req = UpstreamRequest("POST", "http://127.0.0.1:9/x", {}, b"{}")
+    for read in (1.0, 2.0, 3.0, 2.0):
+        await transport.open(req, Timeouts(read_s=read))  # each dies after the call
+    kept = Timeouts(read_s=7.0)
+    await transport.open(req, kept)
+    await transport.open(req, kept)
+    assert [t.sock_read for t in seen] == [1.0, 2.0, 3.0, 2.0, 7.0, 7.0]
+    assert seen[-1] is seen[-2]  # converted once

@@ -67,3 +67,21 @@ def test_chat_prompt_counts_parts_names_tools_and_images(tokenizer: Tokenizer) -
 def test_embeddings_input(tokenizer: Tokenizer) -> None:
     assert tokenizer.embeddings_input({"input": "hello world"}, ["text-embedding-3-small"]) == 2
     assert tokenizer.embeddings_input({"input": [[1, 2, 3], [4]]}, ["m"]) == 4
+
+
+def test_has_follows_the_loaded_vocabularies_and_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import aigateway.tokens as tokens
+
+    monkeypatch.setattr(tokens, "MEMO_SIZE", 4)
+    tok = Tokenizer()
+    models = ["gpt-4o", "gpt-4-0613", *(f"wild/{i}" for i in range(10)), "gpt-4-0613"]
+    assert not any(tok.has(m) for m in models)  # nothing loaded yet, asked twice
+    tok._encodings["cl100k_base"] = object()  # type: ignore[assignment]  # "loaded"
+    assert [tok.has(m) for m in ("gpt-4-0613", "gpt-4o", "text-embedding-3-small")] == [
+        True,
+        False,
+        True,
+    ]
+    assert len(tok._names) <= 4

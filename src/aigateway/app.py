@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from structlog.contextvars import bind_contextvars
 
 from aigateway import admin, jsonc
+from aigateway.accesslog import AccessLog, LineSink
 from aigateway.cache_store import open_cache
 from aigateway.config.load import LoadedConfig
 from aigateway.config.watch import watch_config
@@ -38,7 +39,7 @@ from aigateway.keys import digest, key_from_headers
 from aigateway.metrics import Metrics
 from aigateway.middleware.parse import parse_json
 from aigateway.middleware.route import ResolveRoute
-from aigateway.observability import AccessLog, LineSink, get_logger
+from aigateway.observability import get_logger
 from aigateway.pipeline import CLIENT_CLOSED, Endpoint, JsonReply, RequestContext, StreamReply
 from aigateway.policy import token_needs
 from aigateway.promptlog import PromptLog, log_files

@@ -71,6 +71,12 @@ class InvalidRequest(GatewayError):
     code = "invalid_request"
 
 
+class GuardrailBlocked(InvalidRequest):
+    """A guardrail's ``block`` rule matched the request (the message names the rule)."""
+
+    code = "guardrail_blocked"
+
+
 class UnsupportedMediaType(InvalidRequest):
     status = 415
     code = "unsupported_media_type"

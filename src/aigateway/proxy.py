@@ -36,13 +36,8 @@ from aigateway.errors import (
 )
 from aigateway.estimate import estimate_prompt_tokens
 from aigateway.pipeline import Attempt, JsonReply, Reply, RequestContext, StreamReply
-from aigateway.providers.base import (
-    Batch,
-    NativeMessages,
-    Parsed,
-    ProviderAdapter,
-    StreamDecoder,
-)
+from aigateway.providers.base import Batch, Parsed, ProviderAdapter, StreamDecoder
+from aigateway.providers.native import NativeMessages
 from aigateway.routing import RoutingState, TargetStats
 from aigateway.scrub import scrub
 from aigateway.tokens import Tokenizer

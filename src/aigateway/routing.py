@@ -112,10 +112,10 @@ class RetryBudget:
     def __init__(
         self,
         *,
+        clock: Callable[[], float],
         ratio: float = 0.2,
         minimum: int = 10,
         window_s: int = 10,
-        clock: Callable[[], float],
     ) -> None:
         self._ratio, self._minimum, self._window = ratio, minimum, window_s
         self._clock = clock

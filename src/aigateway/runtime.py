@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from aigateway.accesslog import AccessLog
 from aigateway.cache_store import CacheStore
 from aigateway.config.load import LoadedConfig
 from aigateway.config.model import (
@@ -34,7 +35,6 @@ from aigateway.middleware.record import Record
 from aigateway.middleware.route import ResolveRoute
 from aigateway.middleware.semantic import SemanticLookup
 from aigateway.mock_transport import MockTransport
-from aigateway.observability import AccessLog
 from aigateway.pipeline import ByKeyAndRoute, Handler, Middleware, Selective, build_chain
 from aigateway.policy import compile_policies
 from aigateway.pricing import PriceBook

@@ -116,12 +116,19 @@ class Tokenizer:
         self._lock = threading.Lock()
         #: token counts of short texts seen before (system prompts, roles repeat)
         self._memo: dict[tuple[str, str], int] = {}
+        #: model → its encoding's name (asked on every streamed request)
+        self._names: dict[str, str] = {}
         #: a route's models → (encoding, safety factor)
         self._routes: dict[tuple[str, ...], tuple[str, float]] = {}
 
     def has(self, model: str) -> bool:
         """Whether the model's vocabulary is loaded (counting would not load it)."""
-        return encoding_name(model) in self._encodings
+        name = self._names.get(model)
+        if name is None:
+            if len(self._names) >= MEMO_SIZE:
+                self._names.clear()  # wildcard routes: models are the callers' text
+            name = self._names[model] = encoding_name(model)
+        return name in self._encodings
 
     def load(self, names: Iterable[str] = tuple(_ENCODINGS)) -> None:
         for name in names:

@@ -28,6 +28,8 @@ from aigateway.providers.base import UpstreamRequest
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 #: largest error body read (the rest is discarded)
 MAX_ERROR_BYTES = 64 * 1024
+#: timeout settings kept converted (a config has one per provider)
+_MAX_TIMEOUTS = 1024
 
 
 class UpstreamResponse(Protocol):
@@ -72,12 +74,17 @@ def new_session(max_connections: int) -> aiohttp.ClientSession:
 class HttpTransport:
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session = session
-        self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
+        #: by the settings' identity (hashing a pydantic model costs more than a
+        #: request's other lookups); the entry holds the settings, so the id stays theirs
+        self._timeouts: dict[int, tuple[Timeouts, aiohttp.ClientTimeout]] = {}
 
     async def open(self, req: UpstreamRequest, timeouts: Timeouts) -> UpstreamResponse:
-        timeout = self._timeouts.get(timeouts)
-        if timeout is None:
-            timeout = self._timeouts[timeouts] = client_timeout(timeouts)
+        entry = self._timeouts.get(id(timeouts))
+        if entry is None or entry[0] is not timeouts:
+            if len(self._timeouts) >= _MAX_TIMEOUTS:
+                self._timeouts.clear()  # reloads make new settings objects
+            entry = self._timeouts[id(timeouts)] = (timeouts, client_timeout(timeouts))
+        timeout = entry[1]
         try:
             resp = await self._session.request(
                 req.method, req.url, data=req.body, headers=dict(req.headers), timeout=timeout

@@ -10,12 +10,12 @@ from typing import Any
 
 from aiohttp import web
 
+from aigateway.accesslog import AccessLog
 from aigateway.cache_store import CacheStore
 from aigateway.config.load import LoadedConfig
 from aigateway.errors import GatewayError
 from aigateway.jsonc import dumpb
 from aigateway.metrics import Metrics
-from aigateway.observability import AccessLog
 from aigateway.promptlog import PromptLog
 from aigateway.quota import LimitStore
 from aigateway.reload import Reloader

@@ -14,17 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from aigateway.config.model import GatewayConfig, Key
-from aigateway.errors import InvalidRequest
+from aigateway.errors import GuardrailBlocked
 from aigateway.guard import Blocked, Rules, compile_rules, merge
 from aigateway.guard_stream import AnthropicStreamGuard, ChatStreamGuard
 from aigateway.metrics import Metrics
 from aigateway.pipeline import Handler, JsonReply, Reply, RequestContext, StreamReply
 
 Hits = list[tuple[str, str]]
-
-
-class GuardrailBlocked(InvalidRequest):
-    code = "guardrail_blocked"
 
 
 class Guard:

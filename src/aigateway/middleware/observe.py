@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+from aigateway.accesslog import AccessLog, RequestLine
 from aigateway.errors import GatewayError
 from aigateway.metrics import Metrics
-from aigateway.observability import AccessLog, RequestLine
 from aigateway.pipeline import CLIENT_CLOSED, Handler, Reply, RequestContext, StreamReply
 
 _STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}

@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from aigateway.errors import UpstreamProtocolError, UpstreamStatusError
 from aigateway.jsonc import dumpb, loads
@@ -274,22 +274,3 @@ class ProviderAdapter(Protocol):
     def error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamStatusError:
         """A non-2xx answer → the error the caller sees (no secret in it)."""
         ...
-
-
-@runtime_checkable
-class NativeMessages(Protocol):
-    """An adapter that can pass an Anthropic Messages request through unchanged."""
-
-    def messages_request(
-        self,
-        body: Mapping[str, Any],
-        model: str,
-        *,
-        stream: bool,
-        api_key: str | None,
-        caller_headers: Mapping[str, str],
-    ) -> UpstreamRequest: ...
-
-    def parse_messages(self, body: bytes) -> Parsed: ...
-
-    def messages_stream_decoder(self) -> StreamDecoder: ...
