@@ -2,9 +2,9 @@
 
 ``AIGATEWAY_MYPYC=1 pip install .`` (or ``pip wheel .``) compiles the modules in
 ``COMPILED`` with mypyc into C extensions: the same code, typed as mypy --strict
-checks it, with about a third less CPU per request (docs/benchmarks.md). Without
-the variable, and in an editable install, the package is pure Python. CI runs the
-whole test suite against both builds; the Docker image ships the compiled one.
+checks it, with about a third less CPU per request in the gateway's own code
+(docs/benchmarks.md). Without the variable the package is pure Python. CI runs
+the whole test suite against both builds; the Docker image ships the compiled one.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ COMPILED = (
 
 
 def ext_modules() -> list[Any]:
-    if os.environ.get("AIGATEWAY_MYPYC") != "1" or os.environ.get("AIGATEWAY_REQUIREMENTS_ONLY"):
-        return []  # pure Python; or the build backend asking what to install first
+    if os.environ.get("AIGATEWAY_MYPYC") != "1" or os.environ.get("AIGATEWAY_NO_EXTENSIONS"):
+        return []  # pure Python; or (build_support/backend.py) not building a wheel
     from mypyc.build import mypycify
 
     paths = [f"src/aigateway/{name}.py" for name in COMPILED]

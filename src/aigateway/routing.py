@@ -112,7 +112,7 @@ class RetryBudget:
     def __init__(
         self,
         *,
-        clock: Callable[[], float],
+        clock: Callable[[], float],  # (before the defaults: mypyc needs that order)
         ratio: float = 0.2,
         minimum: int = 10,
         window_s: int = 10,
