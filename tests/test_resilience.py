@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import aiohttp
 import openai
@@ -11,6 +12,9 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 
+from aigateway.config.model import Timeouts
+from aigateway.providers.base import UpstreamRequest
+from aigateway.upstream import HttpTransport
 from tests.conftest import OTHER_KEY, GatewayFactory
 from tests.fakes import Reply, chunk_events, error_body
 
@@ -292,12 +296,6 @@ async def test_an_outage_cannot_multiply_upstream_traffic(gw) -> None:
 async def test_each_providers_timeouts_reach_aiohttp_also_after_a_reload() -> None:
     """Converted timeouts are kept by the settings' identity: settings made later
     (a reload) get their own, even when the old ones are gone and the id is reused."""
-    from types import SimpleNamespace
-
-    from aigateway.config.model import Timeouts
-    from aigateway.providers.base import UpstreamRequest
-    from aigateway.upstream import HttpTransport
-
     seen: list[aiohttp.ClientTimeout] = []
 
     class Session:
