@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
 
 import aiohttp
 import openai
@@ -163,6 +164,37 @@ async def test_budget_caps_max_tokens_then_refuses_with_insufficient_quota(
     assert gw.metrics.budget_remaining.values[("project:acme", "day", "usd")] == 0.0
     # at admission the whole budget was reserved for the first request
     assert gw.metrics.budget_reserved.values[("project:acme", "day", "usd")] == pytest.approx(usd)
+
+
+async def test_a_day_budget_used_up_opens_again_the_next_day(
+    make_gateway: GatewayFactory, sdk: SDK, tokenizer: Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A key's checks are built once and kept until a window of theirs ends: the next
+    # day's requests must count in the next day's counter, not in yesterday's.
+    prompt = counted_prompt(tokenizer)
+    usd = (prompt * 1000 + 50 * 2000) / 1_000_000  # one request of 50 output tokens a day
+    gw = await make_gateway(
+        extra=PRICED, edit=limited(project=f"budgets: [{{window: day, usd: {usd}}}]")
+    )
+    for _ in range(2):
+        gw.upstream.script.append(
+            Reply(body=completion(model="gpt-4o", prompt=prompt, completion=50))
+        )
+    c = sdk(gw)
+    await c.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    with pytest.raises(openai.RateLimitError):
+        await c.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    today = budget_key("p:acme")
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 86_400.0)
+    raw = await c.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
+    assert raw.headers["x-aigateway-budget-remaining-usd"] == "0"
+    store = gw.server.app[STORE]
+    assert budget_key("p:acme") != today
+    cost = limits.to_nano(Decimal(raw.headers["x-aigateway-cost-usd"]))
+    assert await store.spent(budget_key("p:acme")) == cost > 0
+    assert await store.spent(today) == 0  # yesterday's counter went an hour after its day
+    assert gw.upstream.calls == 2
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import importlib
+import pkgutil
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import aigateway
 from aigateway.config.model import Key
 from aigateway.pipeline import (
     ByKeyAndRoute,
@@ -88,3 +94,92 @@ async def test_build_chain_runs_outermost_first() -> None:
     first, second = Marks("first", set()), Marks("second", set())
     reply = await build_chain([first, second], terminal)(ctx_for("a", "r"))
     assert isinstance(reply, JsonReply) and reply.body == {"ran": ["first", "second"]}
+
+
+def _written_out_inits() -> list[type]:
+    """Every dataclass of the package whose ``__init__`` is its own, not generated."""
+    found = []
+    for info in pkgutil.walk_packages(aigateway.__path__, "aigateway."):
+        if info.name.endswith("__main__"):
+            continue
+        for obj in vars(importlib.import_module(info.name)).values():
+            if not (isinstance(obj, type) and dataclasses.is_dataclass(obj)):
+                continue
+            if obj.__module__ != info.name or "__init__" not in vars(obj):
+                continue
+            code = getattr(obj.__init__, "__code__", None)
+            if code is None or code.co_filename != "<string>":  # compiled, or written
+                found.append(obj)
+    return sorted(found, key=lambda cls: cls.__qualname__)
+
+
+WRITTEN_OUT = _written_out_inits()
+SRC = Path(__file__).resolve().parent.parent / "src" / "aigateway"
+
+
+def test_the_request_path_classes_write_their_inits_out() -> None:
+    names = {f"{cls.__module__}.{cls.__qualname__}" for cls in WRITTEN_OUT}
+    assert names >= {
+        "aigateway.pipeline.RequestContext",
+        "aigateway.pipeline.Attempt",
+        "aigateway.pipeline.JsonReply",
+        "aigateway.pipeline.StreamReply",
+        "aigateway.providers.base.UpstreamRequest",
+        "aigateway.providers.base.Parsed",
+        "aigateway.providers.base.StreamState",
+        "aigateway.quota.Plan",
+        "aigateway.quota.RateStatus",
+        "aigateway.quota.Admission",
+        "aigateway.quota.Settlement",
+    }
+
+
+def _source_annotations(cls: type) -> dict[str, str]:
+    """The class's field annotations as written (compiled classes keep only types)."""
+    path = SRC.joinpath(*cls.__module__.split(".")[1:]).with_suffix(".py")
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ClassDef) and node.name == cls.__name__:
+            return {
+                item.target.id: ast.unparse(item.annotation)
+                for item in node.body
+                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+            }
+    raise AssertionError(f"{cls.__qualname__} not found in {path}")
+
+
+def _example(annotation: str) -> object:
+    """A value of the annotated type (compiled, an ``__init__`` checks its arguments' types)."""
+    simple = {"str": "x", "bool": True, "int": 7, "float": 0.5, "bytes": b"x"}
+    literals = {"Endpoint": "chat", "RateKind": "tokens"}
+    if annotation in simple or annotation in literals:
+        return {**simple, **literals}[annotation]
+    if annotation.startswith(("dict[", "Mapping[")):
+        return {"x": 1}
+    if annotation.startswith("Callable["):
+        return _read
+    return object()
+
+
+@pytest.mark.parametrize("cls", WRITTEN_OUT, ids=lambda cls: cls.__qualname__)
+def test_a_written_out_init_sets_every_field_as_the_generated_one_would(cls: type) -> None:
+    """Given its required fields, an instance holds them and every other field's
+    default (a fresh list or dict each time): a field added to the class but not to
+    its ``__init__`` fails here."""
+    fields = dataclasses.fields(cls)
+    annotations = _source_annotations(cls)
+    required = {
+        f.name: _example(annotations[f.name])
+        for f in fields
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    one, two = cls(**required), cls(**required)
+    for f in fields:
+        value = getattr(one, f.name)  # AttributeError: the __init__ forgot it
+        if f.name in required:
+            assert value == required[f.name], f.name  # (compiled, floats are unboxed)
+        elif f.default_factory is dataclasses.MISSING:
+            assert value == f.default and type(value) is type(f.default), f.name
+        elif f.default_factory in (list, dict, set):
+            assert value == f.default_factory() and value is not getattr(two, f.name), f.name
+        else:  # e.g. a clock reading
+            assert type(value) is type(f.default_factory()), f.name

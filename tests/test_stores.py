@@ -50,6 +50,23 @@ async def test_reserve_then_settle_counts_what_was_spent(store: LimitStore) -> N
     assert third.free == [880]
 
 
+async def test_checks_charge_the_prompt_of_the_plan(store: LimitStore) -> None:
+    # checks are shared by requests; each plan brings its prompt: 30 tokens at 2,
+    # then what is left at 3 per output token, on the budget and on the token rate
+    budget = QuotaCheck("q:k:pp:day:d:usd", 1000, 10, 3, "usd", None, per_prompt=2)
+    tpm = RateCheck("tpm:k:pp", 10_000, 0, 1, "tokens", per_prompt=1)
+    plan = Plan("r1", (budget,), (tpm,), prompt_tokens=30, min_units=1, max_units=10_000)
+    admission = await store.admit(plan, time.time())
+    assert admission.admitted and admission.units == (1000 - 10 - 60) // 3 == 310
+    assert admission.rates[0].remaining == 10_000 - 30 - 310
+    second = await store.admit(Plan("r2", (budget,), prompt_tokens=5, min_units=1), time.time())
+    assert second.free == [1000 - (10 + 60 + 3 * 310)]  # r1's whole worst case is held
+    assert not second.admitted and second.refused == "budget"  # 0 left, 10 + 5 * 2 + 3 asked
+    await store.settle(Settlement("r1", (("q:k:pp:day:d:usd", 100, None),)), time.time())
+    third = await store.admit(Plan("r3", (budget,), prompt_tokens=5, max_units=7), time.time())
+    assert third.admitted and third.free == [900] and third.units == 7
+
+
 async def test_admission_is_all_or_nothing(store: LimitStore) -> None:
     rpm = RateCheck("rpm:k:a", 1, 1, 0, "requests")
     assert (await store.admit(Plan("r1", rates=(rpm,)), time.time())).admitted

@@ -132,8 +132,6 @@ class AccessLog:
         if self._json:
             text = line.json(stamp)
         else:
-            pairs = " ".join(
-                f"{k}={v}" for k, v in zip(line._fields, line, strict=True) if v is not None
-            )
+            pairs = " ".join(f"{k}={v}" for k, v in zip(line._fields, line) if v is not None)
             text = f"{stamp} [info     ] request {pairs}"
         self.sink.write(text + "\n")

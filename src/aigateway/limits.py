@@ -129,6 +129,14 @@ def from_nano(nano: int) -> Decimal:
     return Decimal(nano) / NANO
 
 
+def usd_text(nano: int) -> str:
+    """Nano-dollars as exact USD text without trailing zeros: "1.5", "0.000000001"."""
+    if nano < 0:
+        return "-" + usd_text(-nano)
+    whole, frac = divmod(nano, 1_000_000_000)
+    return f"{whole}.{frac:09d}".rstrip("0") if frac else str(whole)
+
+
 def nano_per_token(usd_per_mtok: Decimal) -> int:
     """Price of one token in nano-dollars, rounded up: 1 USD/Mtok = 1000."""
     return int((usd_per_mtok * 1000).to_integral_value(rounding=ROUND_CEILING))

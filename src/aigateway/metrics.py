@@ -145,7 +145,7 @@ class LoopHistogram:
         family = HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
         for labels, (counts, total) in self.values.items():
             cumulative, running = [], 0
-            for bound, count in zip((*self.buckets, float("inf")), counts, strict=True):
+            for bound, count in zip((*self.buckets, float("inf")), counts):
                 running += count
                 cumulative.append((_le(bound), running))
             family.add_metric(list(labels), cumulative, total[0])

@@ -9,9 +9,9 @@ from zero.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 
 from aigateway import limits
 from aigateway.config.model import Budget, GatewayConfig, RateLimits
@@ -122,77 +122,105 @@ class Windows:
         return window
 
 
-def build_plan(
-    request_id: str,
-    scopes: Sequence[Scope],
-    *,
-    prompt_tokens: int,
-    min_units: int,
-    max_units: int,
-    prices: Prices,
-    lease_s: float,
-    windows: Windows,
-    now: float,
-) -> Plan:
+@dataclass(frozen=True, slots=True)
+class Checks:
+    """A key's checks on one route for the budget windows current until ``until``:
+    built once and shared by its requests (each plan adds its own token counts)."""
+
+    quotas: tuple[QuotaCheck, ...]
+    rates: tuple[RateCheck, ...]
+    slots: tuple[SlotCheck, ...]
+    #: per quota check: the labels of its gauges, (scope, window, unit)
+    labels: tuple[tuple[str, str, str], ...]
+    #: some check counts the prompt's tokens (a budget or a token rate)
+    counts_tokens: bool
+    #: when the first of its budget windows ends (unix s; inf when none does)
+    until: float
+
+
+def compile_checks(
+    scopes: Sequence[Scope], *, prices: Prices, windows: Windows, now: float
+) -> Checks:
     quotas: list[QuotaCheck] = []
+    labels: list[tuple[str, str, str]] = []
     rates: list[RateCheck] = []
     slots: list[SlotCheck] = []
+    until = math.inf
     for scope in scopes:
+        kind, _, rest = scope.name.partition(":")
+        label = f"{'project' if kind == 'p' else 'key'}:{rest.split(':')[0]}"
         for rule in scope.budgets:
             window = windows.get(rule.window, now)
+            if window.ends is not None:
+                until = min(until, window.ends)
             base = f"{rule.base}:{window.id}"
             if rule.usd_nano is not None:
-                fixed = prompt_tokens * prices.input
                 quotas.append(
                     QuotaCheck(
-                        base + ":usd", rule.usd_nano, fixed, prices.output, "usd", window.ends
+                        base + ":usd",
+                        rule.usd_nano,
+                        0,
+                        prices.output,
+                        "usd",
+                        window.ends,
+                        per_prompt=prices.input,
                     )
                 )
+                labels.append((label, rule.window, "usd"))
             if rule.tokens is not None:
                 quotas.append(
-                    QuotaCheck(
-                        base + ":tokens", rule.tokens, prompt_tokens, 1, "tokens", window.ends
-                    )
+                    QuotaCheck(base + ":tokens", rule.tokens, 0, 1, "tokens", window.ends, 1)
                 )
+                labels.append((label, rule.window, "tokens"))
         if scope.rpm is not None:
             rates.append(scope.rpm)
         if scope.tpm is not None:
-            rates.append(RateCheck(f"tpm:{scope.name}", scope.tpm, prompt_tokens, 1, "tokens"))
+            rates.append(RateCheck(f"tpm:{scope.name}", scope.tpm, 0, 1, "tokens", 1))
         if scope.slot is not None:
             slots.append(scope.slot)
-    return Plan(
-        request_id,
+    return Checks(
         tuple(quotas),
         tuple(rates),
         tuple(slots),
-        min_units=min_units,
-        max_units=max_units,
-        lease_s=lease_s,
+        tuple(labels),
+        counts_tokens=any(s.budgets or s.tpm for s in scopes),
+        until=until,
     )
 
 
 def rate_headers(statuses: Sequence[RateStatus]) -> dict[str, str]:
-    """OpenAI's ``x-ratelimit-*`` headers from the tightest limit of each kind."""
+    """OpenAI's ``x-ratelimit-*`` headers from the tightest limit of each kind
+    (the smallest share left, then the fewest left; the first of equals)."""
+    requests: RateStatus | None = None
+    tokens: RateStatus | None = None
+    for status in statuses:
+        if status.kind == "requests":
+            if requests is None or _tighter(status, requests):
+                requests = status
+        elif tokens is None or _tighter(status, tokens):
+            tokens = status
     out: dict[str, str] = {}
-    for kind in ("requests", "tokens"):
-        mine = [s for s in statuses if s.kind == kind]
-        if not mine:
-            continue
-        tight = min(mine, key=lambda s: (s.remaining / s.limit, s.remaining))
-        out[f"x-ratelimit-limit-{kind}"] = str(tight.limit)
-        out[f"x-ratelimit-remaining-{kind}"] = str(tight.remaining)
-        out[f"x-ratelimit-reset-{kind}"] = limits.duration(tight.reset_s)
+    for kind, tight in (("requests", requests), ("tokens", tokens)):
+        if tight is not None:
+            out[f"x-ratelimit-limit-{kind}"] = str(tight.limit)
+            out[f"x-ratelimit-remaining-{kind}"] = str(tight.remaining)
+            out[f"x-ratelimit-reset-{kind}"] = limits.duration(tight.reset_s)
     return out
 
 
-def budget_left_usd(plan: Plan, admission: Admission, used: Sequence[int]) -> Decimal | None:
-    """The tightest USD budget's remaining money, given what this request used of each
-    (None when the store could not say: Redis unreachable and budgets allowed)."""
+def _tighter(a: RateStatus, b: RateStatus) -> bool:
+    share_a, share_b = a.remaining / a.limit, b.remaining / b.limit
+    return share_a < share_b or (share_a == share_b and a.remaining < b.remaining)
+
+
+def budget_left_nano(plan: Plan, admission: Admission, used: Sequence[int]) -> int | None:
+    """The tightest USD budget's remaining nano-dollars, given what this request used
+    of each (None when no USD budget applies, or when the store could not say:
+    Redis unreachable and budgets allowed)."""
     if len(admission.free) != len(plan.quotas):
         return None
-    left = [
-        free - spent
-        for check, free, spent in zip(plan.quotas, admission.free, used, strict=True)
-        if check.unit == "usd"
-    ]
-    return limits.from_nano(max(0, min(left))) if left else None
+    left: int | None = None
+    for check, free, spent in zip(plan.quotas, admission.free, used):
+        if check.unit == "usd" and (left is None or free - spent < left):
+            left = free - spent
+    return None if left is None else max(0, left)

@@ -69,47 +69,53 @@ class MemoryStore:
     def admit_now(self, plan: Plan, now: float) -> Admission:
         if now >= self._next_sweep:
             self._sweep(now)
+        prompt = plan.prompt_tokens
         quotas = [self._quota(q.key, q.ends, now) for q in plan.quotas]
-        free = [q.limit - s.spent - s.reserved for q, s in zip(plan.quotas, quotas, strict=True)]
+        free = [q.limit - s.spent - s.reserved for q, s in zip(plan.quotas, quotas)]
         reserved = [s.reserved for s in quotas]
         units, refused = grant(plan, free)
         if refused >= 0:
             return Admission(False, free=free, refused="budget", refused_index=refused)
         rates = [self._rate(r.key, now) for r in plan.rates]
-        for i, (check, rate) in enumerate(zip(plan.rates, rates, strict=True)):
-            cost = check.fixed + check.per_unit * units
-            if limits.sliding_count(rate.prev, rate.curr, now) + cost > check.limit:
+        #: each rate's count over the last window with this request in it
+        counts: list[float] = []
+        for i, (check, rate) in enumerate(zip(plan.rates, rates)):
+            cost = check.cost(prompt, units)
+            count = limits.sliding_count(rate.prev, rate.curr, now) + cost
+            if count > check.limit:
                 wait = limits.retry_after_s(rate.prev, rate.curr, cost, check.limit, now)
                 return Admission(
                     False, free=free, refused="rate", refused_index=i, retry_after_s=wait
                 )
+            counts.append(count)
         holders = [self._slot(s.key, now) for s in plan.slots]
-        for i, (slot, held) in enumerate(zip(plan.slots, holders, strict=True)):
+        for i, (slot, held) in enumerate(zip(plan.slots, holders)):
             if len(held) >= slot.limit:
                 return Admission(
                     False, free=free, refused="concurrency", refused_index=i, retry_after_s=1.0
                 )
         # every check passed: apply them all
         until = now + plan.lease_s
-        for quota, state in zip(plan.quotas, quotas, strict=True):
-            amount = quota.fixed + quota.per_unit * units
+        rid = plan.request_id
+        for quota, state in zip(plan.quotas, quotas):
+            amount = quota.cost(prompt, units)
             state.reserved += amount
-            state.holds[plan.request_id] = (amount, until)
-            state.next_expiry = min(state.next_expiry, until)
+            state.holds[rid] = (amount, until)
+            if until < state.next_expiry:
+                state.next_expiry = until
         statuses = []
-        for check, rate in zip(plan.rates, rates, strict=True):
-            rate.curr += check.fixed + check.per_unit * units
-            used = limits.sliding_count(rate.prev, rate.curr, now)
+        for check, rate, count in zip(plan.rates, rates, counts):
+            rate.curr += check.cost(prompt, units)
             statuses.append(
                 RateStatus(
                     check.kind,
                     check.limit,
-                    max(0, math.floor(check.limit - used)),
+                    max(0, math.floor(check.limit - count)),
                     limits.reset_s(rate.prev, rate.curr, now),
                 )
             )
-        for slot, held in zip(plan.slots, holders, strict=True):
-            held[plan.request_id] = until
+        for slot, held in zip(plan.slots, holders):
+            held[rid] = until
             if until < self._slot_expiry.get(slot.key, math.inf):
                 self._slot_expiry[slot.key] = until
         return Admission(True, units=units, rates=statuses, free=free, reserved=reserved)

@@ -205,10 +205,10 @@ class RedisStore:
         for q in plan.quotas:
             keys += self._quota_keys(q.key)
             ends = int(q.ends + WINDOW_GRACE_S) if q.ends is not None else 0
-            args += [q.limit, q.fixed, q.per_unit, ends]
+            args += [q.limit, q.cost(plan.prompt_tokens, 0), q.per_unit, ends]
         for r in plan.rates:
             keys.append(self._tag + r.key)
-            args += [r.limit, r.fixed, r.per_unit]
+            args += [r.limit, r.cost(plan.prompt_tokens, 0), r.per_unit]
         for s in plan.slots:
             keys.append(self._tag + s.key)
             args.append(s.limit)

@@ -32,12 +32,12 @@ from aigateway.metrics import Metrics
 from aigateway.middleware.cache import cache_rule
 from aigateway.pipeline import Handler, Reply, RequestContext, StreamReply
 from aigateway.policy import (
+    Checks,
     Policy,
     Prices,
-    Scope,
     Windows,
-    budget_left_usd,
-    build_plan,
+    budget_left_nano,
+    compile_checks,
     rate_headers,
 )
 from aigateway.quota import Admission, LimitStore, Plan, Settlement
@@ -48,6 +48,8 @@ from aigateway.wire import Usage
 WorstPrice = Callable[[str, str], tuple[Decimal, Decimal] | None]
 Spawn = Callable[[str, Coroutine[Any, Any, Any]], object]
 _MAX_ROUTE_CACHE = 4096
+#: (key id, route, wildcard) → what governs that key's requests on that route
+_Governed = tuple[str, str | None, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,14 @@ class _RouteFacts:
     prices: Prices
     #: the max_tokens cap all targets apply, if they all have one
     cap: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    """A key's checks on a route for the current budget windows, and the route's facts."""
+
+    facts: _RouteFacts
+    checks: Checks
 
 
 class Govern:
@@ -85,6 +95,7 @@ class Govern:
         self._metrics = metrics
         self._spawn = spawn
         self._routes: dict[tuple[str, str | None, str | None], _RouteFacts] = {}
+        self._rules: dict[_Governed, _Rules] = {}
         self._windows = Windows()
 
     def applies(self, key: Key, route: str) -> bool:
@@ -92,66 +103,80 @@ class Govern:
         return policy is not None and bool(policy.scopes_for(route))
 
     async def __call__(self, ctx: RequestContext, call_next: Handler) -> Reply:
-        policy = self._policies.get(ctx.key.id) if ctx.key is not None else None
-        if policy is None:
+        key = ctx.key
+        policy = self._policies.get(key.id) if key is not None else None
+        if policy is None or key is None:
             return await call_next(ctx)
-        scopes = policy.scopes_for(ctx.route_name)
-        if not scopes:
-            return await call_next(ctx)
-        plan, asked = self._plan(ctx, policy, scopes)
-        admission = await self._store.admit(plan, time.time())
+        now = time.time()
+        rules = self._rules.get((key.id, ctx.route_name, ctx.wildcard))
+        if rules is None or now >= rules.checks.until:
+            rules = self._compile(ctx, key.id, policy, now)
+            if rules is None:
+                return await call_next(ctx)
+        checks = rules.checks
+        plan, asked = self._plan(ctx, rules)
+        admission = await self._store.admit(plan, now)
         if not admission.admitted:
             raise self._refusal(ctx, plan, admission)
         if plan.quotas:
-            self._gauge_reserved(plan, admission)
-        if plan.quotas and asked is None and ctx.is_chat:
-            ctx.body["max_tokens"] = admission.units  # what the budgets can pay for
-            ctx.max_tokens_by_gateway = True
-        ctx.response_headers.update(rate_headers(admission.rates))
+            self._gauge_reserved(plan, admission, checks)
+            if asked is None and ctx.is_chat:
+                ctx.body["max_tokens"] = admission.units  # what the budgets can pay for
+                ctx.max_tokens_by_gateway = True
+        if admission.rates:
+            ctx.response_headers.update(rate_headers(admission.rates))
         try:
             reply = await call_next(ctx)
         except asyncio.CancelledError:
             self._bill_unanswered(ctx)
-            self._spawn("settle", self._settle(ctx, plan, admission))
+            self._spawn("settle", self._settle(ctx, plan, admission, rules))
             raise
         except BaseException:
-            await self._settle(ctx, plan, admission)
+            await self._settle(ctx, plan, admission, rules)
             raise
         if isinstance(reply, StreamReply):
-            left = budget_left_usd(plan, admission, _reserved(plan, admission.units))
+            left = budget_left_nano(plan, admission, _reserved(plan, admission.units))
             if left is not None:
-                ctx.response_headers["x-aigateway-budget-remaining-usd"] = _usd(left)
+                ctx.response_headers["x-aigateway-budget-remaining-usd"] = limits.usd_text(left)
 
             def settle_at_end(status: int, error: str | None) -> None:
-                self._spawn("settle", self._settle(ctx, plan, admission))
+                self._spawn("settle", self._settle(ctx, plan, admission, rules))
 
             reply.on_end.append(settle_at_end)
             return reply
-        used = await self._settle(ctx, plan, admission)
-        left = budget_left_usd(plan, admission, used)
+        used = await self._settle(ctx, plan, admission, rules)
+        left = budget_left_nano(plan, admission, used)
         if left is not None:
-            ctx.response_headers["x-aigateway-budget-remaining-usd"] = _usd(left)
+            ctx.response_headers["x-aigateway-budget-remaining-usd"] = limits.usd_text(left)
         return reply
 
-    def _gauge_reserved(self, plan: Plan, admission: Admission) -> None:
+    def _gauge_reserved(self, plan: Plan, admission: Admission, checks: Checks) -> None:
         gauge = self._metrics.budget_reserved
         mine = _reserved(plan, admission.units)
-        for check, held, own in zip(plan.quotas, admission.reserved, mine, strict=False):
-            _, window = _describe(check.key)
+        # (admission.reserved is empty when the store could not say: no gauge then)
+        for check, held, own, labels in zip(plan.quotas, admission.reserved, mine, checks.labels):
             value = held + own
-            gauge.set(
-                (_scope_label(check.key), window, check.unit),
-                value / 1e9 if check.unit == "usd" else float(value),
-            )
+            gauge.set(labels, value / 1e9 if check.unit == "usd" else float(value))
 
     # --- admission -------------------------------------------------------------------
 
-    def _plan(
-        self, ctx: RequestContext, policy: Policy, scopes: tuple[Scope, ...]
-    ) -> tuple[Plan, int | None]:
+    def _compile(self, ctx: RequestContext, key: str, policy: Policy, now: float) -> _Rules | None:
+        """The checks of this key on this route (None: no limit applies there), kept
+        until a budget window they count in ends."""
+        scopes = policy.scopes_for(ctx.route_name)
+        if not scopes:
+            return None
         facts = self._route_facts(ctx)
+        checks = compile_checks(scopes, prices=facts.prices, windows=self._windows, now=now)
+        if len(self._rules) >= _MAX_ROUTE_CACHE:
+            self._rules.clear()  # wildcard routes: model names come from callers
+        rules = self._rules[(key, ctx.route_name, ctx.wildcard)] = _Rules(facts, checks)
+        return rules
+
+    def _plan(self, ctx: RequestContext, rules: _Rules) -> tuple[Plan, int | None]:
+        facts, checks = rules.facts, rules.checks
         prompt = 0
-        if policy.counts_tokens(ctx.route_name):
+        if checks.counts_tokens:
             if ctx.is_chat:
                 prompt = self._tokenizer.chat_prompt(ctx.body, facts.models)
             else:
@@ -164,16 +189,15 @@ class Govern:
             low = high = min(asked, facts.cap or asked)
         else:
             low, high = 1, facts.cap or self._settings.default_max_tokens
-        plan = build_plan(
+        plan = Plan(
             ctx.request_id,
-            scopes,
+            checks.quotas,
+            checks.rates,
+            checks.slots,
             prompt_tokens=prompt,
             min_units=low,
             max_units=high,
-            prices=facts.prices,
             lease_s=self._settings.lease_s,
-            windows=self._windows,
-            now=time.time(),
         )
         return plan, asked
 
@@ -267,7 +291,9 @@ class Govern:
             ctx.usage = Usage(prompt_tokens=ctx.prompt_tokens_est or 0)
             ctx.usage_estimated = True
 
-    async def _settle(self, ctx: RequestContext, plan: Plan, admission: Admission) -> list[int]:
+    async def _settle(
+        self, ctx: RequestContext, plan: Plan, admission: Admission, rules: _Rules
+    ) -> list[int]:
         usage = ctx.usage
         nano = tokens = 0
         if usage is not None or ctx.cache_hit or ctx.lookup_cost_usd:  # (an embedding)
@@ -280,30 +306,28 @@ class Govern:
                 # The model that answered has no price (e.g. a dated snapshot only
                 # its alias is priced for): bill the route's worst-case rates, the
                 # ones reserved, rather than let spend escape the budget.
-                worst = self._route_facts(ctx).prices
+                worst = rules.facts.prices
                 nano = usage.prompt_tokens * worst.input + usage.completion_tokens * worst.output
                 nano += limits.to_nano(ctx.lookup_cost_usd)
         used = [nano if q.unit == "usd" else tokens for q in plan.quotas]
+        prompt, units = plan.prompt_tokens, admission.units
         rates = tuple(
-            (r.key, tokens - r.fixed - r.per_unit * admission.units)
-            for r in plan.rates
-            if r.kind == "tokens"
+            (r.key, tokens - r.cost(prompt, units)) for r in plan.rates if r.kind == "tokens"
         )
         settlement = Settlement(
             plan.request_id,
-            tuple((q.key, u, q.ends) for q, u in zip(plan.quotas, used, strict=True)),
+            tuple((q.key, u, q.ends) for q, u in zip(plan.quotas, used)),
             rates,
             tuple(s.key for s in plan.slots),
         )
         await self._store.settle(settlement, time.time())
         gauge = self._metrics.budget_remaining
-        for check, free, spent in zip(plan.quotas, admission.free, used, strict=False):
-            _, window = _describe(check.key)
+        # (admission.free is empty when the store could not say: no gauge then)
+        for check, free, spent, labels in zip(
+            plan.quotas, admission.free, used, rules.checks.labels
+        ):
             left = max(0, free - spent)
-            gauge.set(
-                (_scope_label(check.key), window, check.unit),
-                left / 1e9 if check.unit == "usd" else float(left),
-            )
+            gauge.set(labels, left / 1e9 if check.unit == "usd" else float(left))
         return used
 
 
@@ -316,7 +340,7 @@ def _asked_max_tokens(body: dict[str, Any]) -> int | None:
 
 
 def _reserved(plan: Plan, units: int) -> list[int]:
-    return [q.fixed + q.per_unit * units for q in plan.quotas]
+    return [q.cost(plan.prompt_tokens, units) for q in plan.quotas]
 
 
 def _describe(counter: str) -> tuple[str, str]:
@@ -329,13 +353,3 @@ def _describe(counter: str) -> tuple[str, str]:
         scope += f" on model '{parts[at + 2]}'"
     window = parts[at + 2] if parts[0] == "q" and len(parts) > at + 2 else ""
     return scope, window
-
-
-def _scope_label(counter: str) -> str:
-    """ "project:acme" or "key:acme-prod" from q:p:acme:... / q:k:acme-prod:..."""
-    parts = counter.split(":")
-    return f"{'project' if parts[1] == 'p' else 'key'}:{parts[2]}"
-
-
-def _usd(value: Decimal) -> str:
-    return format(value.normalize(), "f") if value else "0"

@@ -78,13 +78,23 @@ def sse_events(sse: SSEDecoder, data: bytes | None) -> list[SSEEvent]:
         raise UpstreamProtocolError(f"The provider's stream is malformed: {exc}") from None
 
 
-@dataclass(frozen=True, slots=True)
+# (``__init__``s written out: see RequestContext in pipeline.py)
+@dataclass(slots=True)
 class UpstreamRequest:
     method: str
     url: str
     headers: Mapping[str, str]
     body: bytes
     stream: bool = False
+
+    def __init__(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes, stream: bool = False
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.stream = stream
 
 
 class Chunk:
@@ -169,6 +179,18 @@ class Parsed:
     raw: bytes | None = None
     served_model: str | None = None
 
+    def __init__(
+        self,
+        body: dict[str, Any],
+        usage: Usage | None,
+        raw: bytes | None = None,
+        served_model: str | None = None,
+    ) -> None:
+        self.body = body
+        self.usage = usage
+        self.raw = raw
+        self.served_model = served_model
+
 
 _TEXT = re.compile(rb'"(?:content|arguments)": ?"([^"\\]*(?:\\.[^"\\]*)*)"')
 _CONTENT = re.compile(rb'"content": ?"([^"\\]*(?:\\.[^"\\]*)*)"')
@@ -213,6 +235,16 @@ class StreamState:
     _tokens: int = 0
     _unmeasured: list[bytes] = field(default_factory=list)
     _unmeasured_bytes: int = 0
+
+    def __init__(self) -> None:
+        self.usage = None
+        self.served_model = None
+        self.finished = False
+        self.counter = None
+        self._chars = 0
+        self._tokens = 0
+        self._unmeasured = []
+        self._unmeasured_bytes = 0
 
     def add_output(self, chunk_json: bytes) -> None:
         """Note relayed chunk JSON. Its text is measured only if ``output_chars`` is
