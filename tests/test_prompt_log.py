@@ -224,6 +224,21 @@ def sample_row(i: int, **over: object) -> dict:
     )
 
 
+def test_row_hash_is_sha256_of_the_canonical_json() -> None:
+    """What logs written by every version hold: verification recomputes it."""
+    import hashlib
+
+    row = sample_row(7, request_body='{"q": "naïve \\"quoted\\" ✓"}', ttfb_ms=1e-7)
+    canonical = json.dumps(
+        [7, ledger.GENESIS, *(row[name] for name in ledger.NAMES)],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    expected = hashlib.sha256(canonical.encode()).hexdigest()
+    assert ledger.row_hash(7, ledger.GENESIS, row) == expected
+    assert ledger.chain([row], 6, ledger.GENESIS)[0][-1] == expected
+
+
 async def test_update_and_delete_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "p.sqlite"
     await write_rows(path, 3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aigateway.config.model import Redaction
-from aigateway.redact import Redactor
+from aigateway.redact import SECRETS, Redactor
 
 MASKED = [
     ("mail jane.doe+x@example.co.uk today", "mail [REDACTED:email] today"),
@@ -62,3 +62,11 @@ def test_json_values_are_redacted_not_keys() -> None:
     body = {"messages": [{"role": "user", "content": "mail jane@example.com"}], "n": 1}
     out = Redactor(Redaction()).json(body)
     assert out == {"messages": [{"role": "user", "content": "mail [REDACTED:email]"}], "n": 1}
+
+
+def test_case_sensitive_secret_patterns_come_first() -> None:
+    """The Redactor applies them in two runs, case-sensitive ones first: that is
+    SECRETS's order only while no pattern that ignores case comes before one that
+    does not."""
+    folded = [ignores_case for _, ignores_case, _ in SECRETS]
+    assert folded == sorted(folded)

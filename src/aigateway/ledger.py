@@ -11,9 +11,10 @@ DELETE, so the gateway itself can only append.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from aigateway.jsonc import dumps
 
 FORMAT = 1
 #: the chain's start: the first row of the first file follows this
@@ -94,11 +95,8 @@ def insert_sql(rows: int) -> str:
 
 def row_hash(seq: int, prev_hash: str, row: Mapping[str, Any]) -> str:
     """The chained hash of one row (``row`` holds every name in ``NAMES``)."""
-    canonical = json.dumps(
-        [seq, prev_hash, *(row[name] for name in NAMES)],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    # json.dumps(..., ensure_ascii=False, separators=(",", ":")), byte for byte
+    canonical = dumps([seq, prev_hash, *[row[name] for name in NAMES]])
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -110,6 +108,6 @@ def chain(
     prev = last_hash
     for i, row in enumerate(rows, start=last_seq + 1):
         digest = row_hash(i, prev, row)
-        out.append((i, *(row[name] for name in NAMES), prev, digest))
+        out.append((i, *[row[name] for name in NAMES], prev, digest))
         prev = digest
     return out

@@ -67,17 +67,25 @@ def _card(match: re.Match[str]) -> str:
 
 class Redactor:
     def __init__(self, config: Redaction) -> None:
-        self._secrets = SECRETS if config.secrets else ()
+        secrets = SECRETS if config.secrets else ()
+        #: (literal, pattern): the case-sensitive ones, then those that ignore case
+        #: (in SECRETS's order: every case-sensitive one comes first there)
+        self._exact = tuple((lit, pat) for lit, folded, pat in secrets if not folded)
+        self._folded = tuple((lit, pat) for lit, folded, pat in secrets if folded)
         self._emails = config.emails
         self._cards = config.card_numbers
         self._phones = config.phone_numbers
         self._custom = [re.compile(p) for p in config.patterns]
 
     def __call__(self, text: str) -> str:
-        if self._secrets:  # first: a key may contain what looks like a phone number
+        # secrets first: a key may contain what looks like a phone number
+        for literal, pattern in self._exact:
+            if literal in text:
+                text = pattern.sub("[REDACTED:secret]", text)
+        if self._folded:
             lower = text.lower()
-            for literal, folded, pattern in self._secrets:
-                if literal in (lower if folded else text):
+            for literal, pattern in self._folded:
+                if literal in lower:
                     text = pattern.sub("[REDACTED:secret]", text)
         if self._emails and "@" in text:
             text = EMAIL.sub("[REDACTED:email]", text)

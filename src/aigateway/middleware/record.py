@@ -24,6 +24,7 @@ from typing import Any
 from aigateway import limits
 from aigateway.config.model import GatewayConfig, PromptLogConfig
 from aigateway.errors import GatewayError
+from aigateway.jsonc import dumps
 from aigateway.pipeline import CLIENT_CLOSED, Handler, Reply, RequestContext, StreamReply
 from aigateway.promptlog import PromptLog
 from aigateway.providers.base import Batch, output_text
@@ -107,7 +108,7 @@ class Record:
         reply.before_tail.append(before_tail)
 
     def _body(self, value: Any) -> str:
-        return self._cut(json.dumps(self._redact.json(value), ensure_ascii=False))
+        return self._cut(dumps(self._redact.json(value)))
 
     def _cut(self, text: str) -> str:
         limit = self._settings.max_body_bytes
@@ -147,7 +148,7 @@ class Record:
             "provider": ctx.target.provider if ctx.target is not None else None,
             "status": status,
             "error_class": error,
-            "attempts": json.dumps(attempts, separators=(",", ":")),
+            "attempts": dumps(attempts),
             "stream": int(ctx.stream),
             "cache_hit": int(ctx.cache_hit),
             "prompt_tokens": usage.prompt_tokens if usage else None,
@@ -165,7 +166,7 @@ class Record:
             "ttfb_ms": None if ctx.first_byte_s is None else round(ctx.first_byte_s * 1000, 3),
             "overhead_ms": round(ctx.overhead_ms(), 3),
             "labels": self._labels.get(key_id or "", "{}"),
-            "guardrails": json.dumps(ctx.guardrail_hits) if ctx.guardrail_hits else None,
+            "guardrails": dumps(ctx.guardrail_hits) if ctx.guardrail_hits else None,
             "request_body": self._body(ctx.body) if ctx.body and self._full(ctx) else None,
             "response_body": response,
         }
