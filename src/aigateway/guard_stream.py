@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aigateway.guard import Rules
+from aigateway.jsonc import quote as json_string
 from aigateway.providers.base import Batch, Chunk, content_text, join_run, split_run
 
 #: characters held at most while a match or a private key block is still open
@@ -216,7 +217,7 @@ class ChatStreamGuard:
         if gate.blocked is not None:
             out = withheld(gate.blocked)
         if out != content:
-            spliced = text[:start] + json.dumps(out, ensure_ascii=False) + text[end:]
+            spliced = text[:start] + json_string(out) + text[end:]
             chunk.raw = spliced.encode()
         return True
 
