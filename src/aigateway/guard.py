@@ -11,7 +11,7 @@ Luhn check and IBANs the mod-97 check, so look-alikes (order ids, timestamps) pa
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -41,35 +41,38 @@ def _iban_ok(text: str) -> bool:
 
 
 _DIGIT = re.compile(r"\d")
+#: (start, end) of each match
+Spans = list[tuple[int, int]]
 #: rules whose every match has a digit: text without one is skipped at C speed
 _NUMERIC = frozenset({"phone", "card", "iban", "ssn", "ip"})
 
 
-def _spans(rule: str, text: str) -> Iterator[tuple[int, int]]:
+#: (literal, pattern) of the secrets patterns: the case-sensitive ones, then
+#: those that ignore case (SECRETS's order: tests/test_redact.py)
+_EXACT = tuple((literal, pattern) for literal, folded, pattern in SECRETS if not folded)
+_FOLDED = tuple((literal, pattern) for literal, folded, pattern in SECRETS if folded)
+
+
+def _spans(rule: str, text: str) -> Spans:
+    """Where ``rule`` matches ``text`` (a list: this runs on every check of a stream)."""
     if rule == "email":
-        if "@" in text:
-            yield from (m.span() for m in EMAIL.finditer(text))
-    elif rule == "phone":
-        yield from (m.span() for m in PHONE.finditer(text))
-    elif rule == "card":
-        for m in CARD.finditer(text):
-            if luhn(re.sub(r"\D", "", m.group())):
-                yield m.span()
-    elif rule == "iban":
-        for m in IBAN.finditer(text):
-            if _iban_ok(m.group()):
-                yield m.span()
-    elif rule == "ssn":
-        if "-" in text:
-            yield from (m.span() for m in SSN.finditer(text))
-    elif rule == "ip":
-        if "." in text:
-            yield from (m.span() for m in IPV4.finditer(text))
-    elif rule == "secrets":
+        return [m.span() for m in EMAIL.finditer(text)] if "@" in text else []
+    if rule == "phone":
+        return [m.span() for m in PHONE.finditer(text)]
+    if rule == "card":
+        return [m.span() for m in CARD.finditer(text) if luhn(re.sub(r"\D", "", m.group()))]
+    if rule == "iban":
+        return [m.span() for m in IBAN.finditer(text) if _iban_ok(m.group())]
+    if rule == "ssn":
+        return [m.span() for m in SSN.finditer(text)] if "-" in text else []
+    if rule == "ip":
+        return [m.span() for m in IPV4.finditer(text)] if "." in text else []
+    if rule == "secrets":
+        found = [m.span() for lit, pat in _EXACT if lit in text for m in pat.finditer(text)]
         lower = text.lower()
-        for literal, folded, pattern in SECRETS:
-            if literal in (lower if folded else text):
-                yield from (m.span() for m in pattern.finditer(text))
+        found += [m.span() for lit, pat in _FOLDED if lit in lower for m in pat.finditer(text)]
+        return found
+    return []
 
 
 class Blocked(Exception):
@@ -83,7 +86,7 @@ class Rules:
     """Guardrails resolved for one key on one route."""
 
     #: (rule name, action, finder) in the order they run
-    checks: list[tuple[str, str, Callable[[str], Iterator[tuple[int, int]]]]]
+    checks: list[tuple[str, str, Callable[[str], Spans]]]
     responses: bool = False
     #: streamed answers: characters held back while checked (redact and block rules)
     stream_window: int = 128
@@ -91,9 +94,7 @@ class Rules:
     #: some rule changes or stops what it finds (redact, block), not only logs it
     rewrites: bool = field(init=False)
 
-    def _checks_for(
-        self, text: str
-    ) -> list[tuple[str, str, Callable[[str], Iterator[tuple[int, int]]]]]:
+    def _checks_for(self, text: str) -> list[tuple[str, str, Callable[[str], Spans]]]:
         """The checks that may match ``text`` (rules that need a digit skip text
         without one: one C-speed search instead of a regex pass each)."""
         if _DIGIT.search(text):
@@ -149,9 +150,9 @@ def merge(*layers: Guardrails | None) -> Guardrails | None:
     return Guardrails.model_validate({**values, "patterns": patterns, "injection_phrases": phrases})
 
 
-def _finder(regex: re.Pattern[str]) -> Callable[[str], Iterator[tuple[int, int]]]:
-    def find(text: str) -> Iterator[tuple[int, int]]:
-        return (m.span() for m in regex.finditer(text))
+def _finder(regex: re.Pattern[str]) -> Callable[[str], Spans]:
+    def find(text: str) -> Spans:
+        return [m.span() for m in regex.finditer(text)]
 
     return find
 
@@ -160,7 +161,7 @@ def compile_rules(config: Guardrails | None) -> Rules | None:
     """None when nothing is checked (the request path then skips guardrails)."""
     if config is None:
         return None
-    checks: list[tuple[str, str, Callable[[str], Iterator[tuple[int, int]]]]] = []
+    checks: list[tuple[str, str, Callable[[str], Spans]]] = []
     for rule in BUILT_IN:
         action = getattr(config, rule)
         if action not in (None, "off"):
