@@ -55,6 +55,24 @@ def test_checks_of_a_key_and_its_project() -> None:
 
 
 @pytest.mark.parametrize(
+    ("limits_", "budgets", "settles"),
+    [
+        (RateLimits(rpm=5), [], False),  # counted at admission, nothing to give back
+        (RateLimits(rpm=5, tpm=9), [], True),  # the token count is corrected
+        (RateLimits(concurrency=2), [], True),  # the slot is given back
+        (None, [Budget(window="day", tokens=9)], True),  # the reservation is replaced
+    ],
+)
+def test_which_checks_leave_something_to_settle(
+    limits_: RateLimits | None, budgets: list[Budget], settles: bool
+) -> None:
+    checks = compile_checks(
+        [Scope.of("k:a", limits_, budgets)], prices=PRICES, windows=Windows(), now=NOW
+    )
+    assert checks.settles is settles
+
+
+@pytest.mark.parametrize(
     ("scopes", "counts_tokens", "until"),
     [
         ([Scope.of("k:a", RateLimits(rpm=5, concurrency=2), [])], False, math.inf),

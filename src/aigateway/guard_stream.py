@@ -207,19 +207,33 @@ class ChatStreamGuard:
             gate = self.gates[0] = TextGate(self._rules)
         if gate.blocked is not None:
             return False
+        close = raw.find(b'"', quote + 1)
+        if close > 0 and raw.find(b"\\", quote + 1, close) < 0:
+            # no escape in the text (the common chunk): it is the bytes between the quotes
+            try:
+                content = raw[quote + 1 : close].decode()
+            except UnicodeDecodeError:
+                return False
+            out = self._deliver(gate, content)
+            if out != content:
+                chunk.raw = raw[:quote] + json_string(out).encode() + raw[close + 1 :]
+            return True
         text = raw.decode()
         start = len(raw[:quote].decode())  # the content's opening quote, in characters
         try:
             content, end = json.decoder.scanstring(text, start + 1)  # type: ignore[attr-defined]
         except ValueError:
             return False
-        out = gate.feed(content) if content else ""
-        if gate.blocked is not None:
-            out = withheld(gate.blocked)
+        out = self._deliver(gate, content)
         if out != content:
             spliced = text[:start] + json_string(out) + text[end:]
             chunk.raw = spliced.encode()
         return True
+
+    @staticmethod
+    def _deliver(gate: TextGate, content: str) -> str:
+        out = gate.feed(content) if content else ""
+        return withheld(gate.blocked) if gate.blocked is not None else out
 
     def _choice(self, choice: dict[str, Any]) -> bool:
         index = choice.get("index", 0)

@@ -137,6 +137,12 @@ class Checks:
     #: when the first of its budget windows ends (unix s; inf when none does)
     until: float
 
+    @property
+    def settles(self) -> bool:
+        """A request leaves something to settle: a reservation, a slot, or a token
+        rate to correct (a requests-per-minute count is final at admission)."""
+        return bool(self.quotas or self.slots) or any(r.kind == "tokens" for r in self.rates)
+
 
 def compile_checks(
     scopes: Sequence[Scope], *, prices: Prices, windows: Windows, now: float

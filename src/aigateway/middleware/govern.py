@@ -139,10 +139,12 @@ class Govern:
             if left is not None:
                 ctx.response_headers["x-aigateway-budget-remaining-usd"] = limits.usd_text(left)
 
-            def settle_at_end(status: int, error: str | None) -> None:
-                self._spawn("settle", self._settle(ctx, plan, admission, rules))
+            if checks.settles:
 
-            reply.on_end.append(settle_at_end)
+                def settle_at_end(status: int, error: str | None) -> None:
+                    self._spawn("settle", self._settle(ctx, plan, admission, rules))
+
+                reply.on_end.append(settle_at_end)
             return reply
         used = await self._settle(ctx, plan, admission, rules)
         left = budget_left_nano(plan, admission, used)
@@ -294,6 +296,8 @@ class Govern:
     async def _settle(
         self, ctx: RequestContext, plan: Plan, admission: Admission, rules: _Rules
     ) -> list[int]:
+        if not rules.checks.settles:
+            return []  # requests per minute only: counted at admission, nothing held
         usage = ctx.usage
         nano = tokens = 0
         if usage is not None or ctx.cache_hit or ctx.lookup_cost_usd:  # (an embedding)
