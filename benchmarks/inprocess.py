@@ -162,7 +162,7 @@ async def measure(
 
     width = CONCURRENT if kind == "logged" else 1
     requests = max(width, requests - requests % width)  # whole batches of workers
-    warm_up = min(2000, requests)
+    warm_up = min(2000, requests) // width * width
     await run(warm_up)  # caches, pools, series
     best = (float("inf"), float("inf"))
     try:
