@@ -4,6 +4,7 @@ action and chunk size, then end to end with the official SDKs."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import anthropic
@@ -13,7 +14,13 @@ import pytest
 from aigateway import logread
 from aigateway.config.model import Guardrails
 from aigateway.guard import Rules, compile_rules
-from aigateway.guard_stream import MAX_PENDING, AnthropicStreamGuard, ChatStreamGuard, TextGate
+from aigateway.guard_stream import (
+    MAX_PENDING,
+    AnthropicStreamGuard,
+    ChatStreamGuard,
+    TextGate,
+    _plain_text_at,
+)
 from aigateway.promptlog import log_files
 from aigateway.providers.base import Batch, Chunk
 from tests.conftest import KEY, OTHER_KEY, Both, GatewayFactory
@@ -332,3 +339,46 @@ async def test_messages_stream_from_an_openai_upstream_blocked(both: Both) -> No
         final = await stream.get_final_message()
     assert "123-45-6789" not in text and "'ssn' guardrail" in text
     assert final.stop_reason == "refusal"
+
+
+def _reference_plain_text_at(raw: bytes) -> int:
+    """The chunk check as first written, with a regex for ':' and the spaces after."""
+    value_re = re.compile(rb":\s*")
+    if raw.count(b'"index"') != 1 or raw.count(b'"content"') != 1 or b'"tool_calls"' in raw:
+        return -1
+    at = raw.find(b'"finish_reason"')
+    if at >= 0:
+        value = value_re.match(raw, at + 15)
+        if value is None or not raw.startswith(b"null", value.end()):
+            return -1
+    end = -1
+    for key, ok in ((b'"index"', b"0"), (b'"content"', b'"')):
+        value = value_re.match(raw, raw.find(key) + len(key))
+        if value is None or raw[value.end() : value.end() + 1] != ok:
+            return -1
+        end = value.end()
+        if key == b'"index"' and raw[end + 1 : end + 2].isdigit():
+            return -1
+    return end
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"choices":[{"index":0,"delta":{"content":"hi"}}]}',
+        b'{"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": null}]}',
+        b'{"choices":[{"index" :0,"delta":{"content":"hi"}}]}',  # space before ':'
+        b'{"choices":[{"index":\n\t 0,"delta":{"content":\r\n"hi"}}]}',
+        b'{"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}',
+        b'{"choices":[{"index":1,"delta":{"content":"hi"}}]}',
+        b'{"choices":[{"index":10,"delta":{"content":"hi"}}]}',
+        b'{"choices":[{"index":0,"delta":{"content":null}}]}',
+        b'{"choices":[{"index":0,"delta":{"tool_calls":[],"content":"x"}}]}',
+        b'{"choices":[{"index":0},{"index":1}],"content":"x"}',
+        b'{"choices":[{"index":0,"delta":{"content":',  # cut short
+        b'{"choices":[{"index":0,"finish_reason":',
+        b'{"choices":[{"index":0,"delta":{"content":"a\\"b"},"finish_reason":null}]}',
+    ],
+)
+def test_the_plain_chunk_check_matches_its_reference(raw: bytes) -> None:
+    assert _plain_text_at(raw) == _reference_plain_text_at(raw)
