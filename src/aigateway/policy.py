@@ -1,4 +1,6 @@
-"""Which limits apply to a key, compiled once per config, and the plan for one request.
+"""Which limits apply to a key (compiled once per config), the checks they make on
+a route for the current budget windows (built once, shared by its requests), and
+the headers an admission gives.
 
 A key is limited by its own ``rate_limits``/``budgets``, its project's, and its
 ``route_rate_limits`` for the route asked for. Counter names are built from the
