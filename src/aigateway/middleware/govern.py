@@ -94,7 +94,6 @@ class Govern:
         self._settings = settings
         self._metrics = metrics
         self._spawn = spawn
-        self._routes: dict[tuple[str, str | None, str | None], _RouteFacts] = {}
         self._rules: dict[_Governed, _Rules] = {}
         self._windows = Windows()
 
@@ -204,13 +203,9 @@ class Govern:
         return plan, asked
 
     def _route_facts(self, ctx: RequestContext) -> _RouteFacts:
-        """What admission needs to know of the route, worked out once per route."""
+        """What admission needs to know of the route (kept with the key's checks)."""
         rule = cache_rule(ctx)
         lookup = rule.semantic.embeddings if rule is not None and rule.semantic else None
-        key = (ctx.route_name or "", ctx.wildcard, lookup)
-        found = self._routes.get(key)
-        if found is not None:
-            return found
         route = ctx.route
         assert route is not None
         worst_in = worst_out = Decimal(0)
@@ -229,17 +224,13 @@ class Govern:
                 default=Decimal(0),
             )
         caps = [t.max_tokens for t in route.targets]
-        found = _RouteFacts(
+        return _RouteFacts(
             models=tuple(t.model if t.model != "*" else (ctx.wildcard or "") for t in targets),
             prices=Prices(limits.nano_per_token(worst_in), limits.nano_per_token(worst_out)),
             # the output cap every target applies, if they all have one (the largest:
             # the request may go to any of them)
             cap=max(c for c in caps if c is not None) if all(caps) else None,
         )
-        if len(self._routes) >= _MAX_ROUTE_CACHE:
-            self._routes.clear()  # wildcard routes: model names come from callers
-        self._routes[key] = found
-        return found
 
     def _refusal(self, ctx: RequestContext, plan: Plan, admission: Admission) -> GatewayError:
         project, key = ctx.project_name or "-", ctx.key.id if ctx.key else "-"
