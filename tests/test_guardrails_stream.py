@@ -20,6 +20,7 @@ from aigateway.guard_stream import (
     ChatStreamGuard,
     TextGate,
     _plain_text_at,
+    _string_end,
 )
 from aigateway.promptlog import log_files
 from aigateway.providers.base import Batch, Chunk
@@ -108,6 +109,10 @@ def test_gate_holds_an_open_private_key_and_stays_bounded() -> None:
         assert held <= MAX_PENDING + 2 * 128 + 40
 
 
+class Ending:
+    finished = False
+
+
 def _chat_batch(pieces: list[str], finish: str = "stop") -> Batch:
     base = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
     raw = b""
@@ -127,13 +132,22 @@ def _contents(batch: Batch) -> list[tuple[str, str | None]]:
     return out
 
 
-def test_chat_chunks_keep_their_boundaries() -> None:
+PIECES = ["Mail the whole team at ", "ann@exam", "ple.org", " before the meeting today."]
+
+
+def test_chat_chunks_keep_their_boundaries_read_by_read() -> None:
+    """Chunks that come one upstream read each: each carries what the gate lets
+    through when it comes."""
     watch = ChatStreamGuard(rules(email="redact", stream_window=16))
-    pieces = ["Mail the whole team at ", "ann@exam", "ple.org", " before the meeting today."]
-    batch = _chat_batch(pieces)
-    watch(batch)
-    got = _contents(batch)
-    assert len(got) == 5  # one chunk out for each chunk in, in order
+    got = []
+    for piece in PIECES:
+        batch = _chat_batch([piece])
+        batch.parts = batch.parts[:1]  # the text chunk alone
+        watch(batch)
+        got += _contents(batch)
+    end = _chat_batch([])
+    watch(end)
+    got += _contents(end)
     assert [text for text, _ in got] == [
         "Mail th",
         "e whole ",
@@ -143,6 +157,61 @@ def test_chat_chunks_keep_their_boundaries() -> None:
     ]
     assert got[-1][1] == "stop"
     assert watch.hits() == [("email", "redact")]
+
+
+def test_chunks_of_one_read_are_checked_together() -> None:
+    """Chunks one upstream read brought are checked as one text (they go to the
+    caller in one write anyway): chunks keep their text while it is what comes out,
+    the first that differs carries the rest, later ones carry nothing."""
+    watch = ChatStreamGuard(rules(email="redact", stream_window=16))
+    batch = _chat_batch(PIECES)  # a run of relayed text chunks, then the finish
+    watch(batch)
+    assert _contents(batch) == [
+        ("Mail the whole team at ", None),  # unchanged: as it came
+        ("[REDACTED:email] before th", None),  # all the rest the check let out
+        ("", None),
+        ("", None),
+        ("e meeting today.", "stop"),  # the window held back, with the finish
+    ]
+    # The finish in the same read: the text is checked as the end of the answer,
+    # and the finish chunk is left as it came.
+    batch = _chat_batch(PIECES)
+    finish = batch.parts[1]
+    assert isinstance(finish, Chunk) and isinstance(batch.parts[0], bytes)
+    finish_event = b"data: " + finish.encode() + b"\n\n"
+    batch.parts = [batch.parts[0] + finish_event]
+    watch = ChatStreamGuard(rules(email="redact", stream_window=16))
+    watch(batch)
+    assert _contents(batch) == [
+        ("Mail the whole team at ", None),
+        ("[REDACTED:email] before the meeting today.", None),
+        ("", None),
+        ("", None),
+        ("", "stop"),
+    ]
+    assert isinstance(batch.parts[0], bytes) and batch.parts[0].endswith(finish_event)
+    # nothing to change: the run is the very bytes that came
+    clean = _chat_batch(["No address ", "in this ", "answer."])
+    run = clean.parts[0]
+    assert isinstance(run, bytes)
+    whole = run + finish_event
+    clean.parts = [whole]
+    ChatStreamGuard(rules(email="redact", stream_window=16))(clean)
+    assert clean.parts == [whole] and clean.parts[0] is whole
+
+
+@pytest.mark.parametrize(
+    ("raw", "end"),
+    [
+        (b'"abc"', 4),
+        (b'"a\\"b"', 5),  # an escaped quote is not the end
+        (b'"a\\\\"b"', 4),  # an escaped backslash, then the end
+        (b'"a\\\\\\"b"', 7),
+        (b'"open', -1),
+    ],
+)
+def test_string_end(raw: bytes, end: int) -> None:
+    assert _string_end(raw, 0) == end
 
 
 @pytest.mark.parametrize("ascii_only", [True, False])
@@ -166,6 +235,32 @@ def test_chunks_changed_in_place_keep_escapes_and_unicode(ascii_only: bool) -> N
     assert text == "".join(pieces).replace("ann@x.org", "[REDACTED:email]")
 
 
+def test_text_split_mid_character_or_not_utf8_is_checked_and_sent_readable() -> None:
+    """An emoji split between two chunks' escapes (half a surrogate pair each), and
+    bytes that are not UTF-8: the gate sees the text as a client reads it, and
+    what it sends is JSON a client can read."""
+    base = b'{"id":"c","object":"chat.completion.chunk","created":0,"model":"m","choices":'
+    pieces = [
+        b'[{"index":0,"delta":{"content":"smile \\ud83d"},"finish_reason":null}]}',
+        b'[{"index":0,"delta":{"content":"\\ude00 mail ann@x.org "},"finish_reason":null}]}',
+        b'[{"index":0,"delta":{"content":"bad \xff byte, "},"finish_reason":null}]}',
+        b'[{"index":0,"delta":{"content":"bad \xfe a@b.co"},"finish_reason":"stop"}]}',
+    ]
+    batch = Batch([b"".join(b"data: " + base + piece + b"\n\n" for piece in pieces)])
+    ChatStreamGuard(rules(email="redact", stream_window=16))(batch)
+    run = batch.parts[0]
+    assert isinstance(run, bytes)
+    texts = [
+        json.loads(event[6:].decode("utf-8", "replace"))["choices"][0]["delta"]["content"]
+        for event in run.split(b"\n\n")
+        if event
+    ]
+    assert "".join(texts) == (
+        "smile \ud83d\ude00 mail [REDACTED:email] bad \ufffd byte, bad \ufffd [REDACTED:email]"
+    )
+    assert b"ann@x.org" not in run and b"a@b.co" not in run
+
+
 def test_log_only_rules_leave_the_stream_as_it_came() -> None:
     watch = ChatStreamGuard(rules(email="log", secrets="log"))
     batch = _chat_batch(["Mail ", "ann@exam", "ple.org", " or use sk-proj-abcdefghijklmnopqrstu"])
@@ -186,14 +281,14 @@ def test_tool_call_chunks_pass_untouched() -> None:
 
 
 def test_text_held_at_the_end_of_a_stream_without_a_finish_is_not_lost() -> None:
-    last = [False]
-    watch = ChatStreamGuard(rules(email="redact"), lambda: last[0])
+    stream = Ending()
+    watch = ChatStreamGuard(rules(email="redact"), stream)
     base = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
     choice = {"index": 0, "delta": {"content": "short answer, mail a@b.co"}}
     batch = Batch([b"data: " + json.dumps({**base, "choices": [choice]}).encode() + b"\n\n"])
     watch(batch)
     assert _contents(batch) == [("", None)]  # held: within the window
-    last[0] = True
+    stream.finished = True
     end = Batch([])
     watch(end)
     chunks = [json.loads(c.encode()) for c in end.all_chunks()]
@@ -238,7 +333,7 @@ def test_anthropic_events_redacted_and_blocked() -> None:
     blocked(batch)
     out = b"".join(p for p in batch.parts if isinstance(p, bytes))
     assert b"ann@example.com" not in out and b"withheld" in out
-    assert b'"stop_reason": "refusal"' in out
+    assert b'"stop_reason":"refusal"' in out
 
 
 # --- end to end --------------------------------------------------------------------

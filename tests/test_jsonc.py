@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from aigateway.jsonc import dumpb, dumps, loader, loads
+from aigateway.jsonc import dumpb, dumps, loader, loads, quoteb
 
 VALUES: list[Any] = [
     {},
@@ -34,6 +34,19 @@ def test_dumps_matches_json(value: Any) -> None:
     want = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     assert dumps(value) == want
     assert dumpb(value) == want.encode()
+
+
+@pytest.mark.parametrize("text", ["\ud83d", "a \ude00 b", "\ud83d\ude00 \U0001f600 é"])
+def test_lone_surrogates_are_written_escaped(text: str) -> None:
+    """Half of a pair (a provider may split one between two chunks' escapes) cannot
+    be UTF-8: it is written as its escape, and reads back as it was."""
+    for value in ({"content": text}, [text]):
+        out = dumpb(value)
+        assert json.loads(out) == json.loads(json.dumps(value))  # as json itself writes it
+        assert b"\\ud" in out
+    out = quoteb(text)
+    assert json.loads(out) == json.loads(json.dumps(text)) and out.startswith(b'"')
+    assert quoteb("é \U0001f600") == '"é \U0001f600"'.encode()  # kept as UTF-8
 
 
 def test_dumps_rejects_what_json_rejects() -> None:

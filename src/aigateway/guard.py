@@ -30,6 +30,15 @@ INJECTION = (
     r"\b(?:reveal|print|show|repeat)\b.{0,20}\b(?:your|the)\s+(?:system prompt|instructions)\b",
     r"\bjailbreak\b",
 )
+#: a word each of the ``INJECTION`` phrases has (in lower case): ASCII text with
+#: none of them cannot match, and is not scanned (one search per word is cheaper
+#: than the scan). Text that is not ASCII is always scanned: ignoring case, the
+#: patterns match some other letters too (the Kelvin sign for "k", and so on).
+INJECTION_WORDS = (
+    "ignore", "disregard", "forget", "you are now", "reveal", "print", "show", "repeat",
+    "jailbreak",
+)  # fmt: skip
+_INJECTION = re.compile("|".join(f"(?:{p})" for p in INJECTION), re.IGNORECASE | re.DOTALL)
 BUILT_IN = ("email", "phone", "card", "iban", "ssn", "ip", "secrets")
 
 
@@ -106,7 +115,11 @@ class Rules:
         self._without_digits = [
             check
             for check in self.checks
-            if not (isinstance(check[2], partial) and check[2].args[0] in _NUMERIC)
+            if not (
+                isinstance(check[2], partial)
+                and check[2].func is _spans
+                and check[2].args[0] in _NUMERIC
+            )
         ]
 
     def find(self, text: str) -> list[tuple[int, int, str, str]]:
@@ -150,6 +163,17 @@ def merge(*layers: Guardrails | None) -> Guardrails | None:
     return Guardrails.model_validate({**values, "patterns": patterns, "injection_phrases": phrases})
 
 
+def _injection(phrases: re.Pattern[str] | None, text: str) -> Spans:
+    """Where the built-in injection phrases, then the configured ones, match."""
+    found: Spans = []
+    if not text.isascii() or any(word in text.lower() for word in INJECTION_WORDS):
+        found = [m.span() for m in _INJECTION.finditer(text)]
+    if phrases is not None:
+        found += [m.span() for m in phrases.finditer(text)]
+        found.sort()
+    return found
+
+
 def _finder(regex: re.Pattern[str]) -> Callable[[str], Spans]:
     def find(text: str) -> Spans:
         return [m.span() for m in regex.finditer(text)]
@@ -170,11 +194,14 @@ def compile_rules(config: Guardrails | None) -> Rules | None:
         if pattern.action != "off":
             checks.append((pattern.name, pattern.action, _finder(re.compile(pattern.regex))))
     if config.injection not in (None, "off"):
-        phrases = re.compile(
-            "|".join(f"(?:{p})" for p in (*INJECTION, *config.injection_phrases)),
-            re.IGNORECASE | re.DOTALL,
+        phrases = (
+            re.compile(
+                "|".join(f"(?:{p})" for p in config.injection_phrases), re.IGNORECASE | re.DOTALL
+            )
+            if config.injection_phrases
+            else None
         )
-        checks.append(("injection", str(config.injection), _finder(phrases)))
+        checks.append(("injection", str(config.injection), partial(_injection, phrases)))
     if not checks:
         return None
     return Rules(

@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aigateway.guard import Rules
-from aigateway.jsonc import quote as json_string
-from aigateway.providers.base import Batch, Chunk, content_text, join_run, split_run
+from aigateway.jsonc import dumpb, quoteb
+from aigateway.providers.base import Batch, Chunk, content_text
 
 #: characters held at most while a match or a private key block is still open
 MAX_PENDING = 8192
@@ -79,8 +78,24 @@ class TextGate:
         if self.blocked is not None:
             return ""
         if not self._hold:
-            self._log()
+            if self._fresh:  # (else all of it was checked already)
+                self._fresh = 0
+                self._log()
             return ""
+        if self._start >= len(self._text):
+            return ""  # nothing held: all of it was checked already
+        return self._release(final=True)
+
+    def last(self, text: str) -> str:
+        """The last text of the answer in, all that may be delivered out: ``feed``
+        then ``flush``, with one check instead of two."""
+        if self.blocked is not None:
+            return ""
+        self._text += text
+        self._fresh = 0
+        if not self._hold:
+            self._log()
+            return text
         return self._release(final=True)
 
     def _log(self) -> None:
@@ -131,19 +146,35 @@ class TextGate:
         return "".join(out)
 
 
+class Ending(Protocol):
+    """What says whether a stream's batch is its last (the stream itself)."""
+
+    @property
+    def finished(self) -> bool: ...
+
+
+class _Endless:
+    finished = False
+
+
+_ENDLESS = _Endless()
+
+
 class ChatStreamGuard:
     """The gate applied to OpenAI ``chat.completion.chunk`` streams, per choice.
 
-    ``finished`` says whether the batch being checked is the stream's last: text
-    still held then (a server that never sent a finish reason) goes out in a chunk
-    of its own rather than being lost."""
+    ``stream.finished`` says whether the batch being checked is the stream's
+    last: text still held then (a server that never sent a finish reason) goes
+    out in a chunk of its own rather than being lost."""
 
-    def __init__(self, rules: Rules, finished: Callable[[], bool] = lambda: False) -> None:
+    def __init__(self, rules: Rules, stream: Ending = _ENDLESS) -> None:
         self._rules = rules
-        self._finished = finished
+        self._stream = stream
         self.gates: dict[int, TextGate] = {}
         #: id, model and created of the stream's chunks, for a chunk of our own
         self._head: dict[str, Any] = {}
+        #: the bytes before and after the text of the last plain chunk seen
+        self._around = (b"", b"")
 
     def hits(self) -> list[tuple[str, str]]:
         if not self._rules.rewrites:
@@ -165,15 +196,12 @@ class ChatStreamGuard:
         parts: list[Chunk | bytes] = []
         for part in batch.parts:
             if isinstance(part, bytes):
-                chunks = split_run(part)
-                for chunk in chunks:
-                    self._check(chunk)
-                parts.append(join_run(chunks))
+                parts.append(self._run(part))
             else:
                 self._check(part)
                 parts.append(part)
         batch.parts = parts
-        if self._finished():
+        if self._stream.finished:
             for index, gate in self.gates.items():
                 rest = gate.flush()
                 if rest:
@@ -182,8 +210,8 @@ class ChatStreamGuard:
                     batch.parts.append(Chunk(data=data))
 
     def _check(self, chunk: Chunk) -> None:
-        if chunk.raw is not None and self._plain_text(chunk, chunk.raw):
-            return
+        """A chunk the general way: parsed, each choice through its gate; re-encoded
+        (``raw`` dropped) if it changed."""
         choices = chunk.data.get("choices")
         if not isinstance(choices, list):
             return
@@ -193,47 +221,125 @@ class ChatStreamGuard:
             if isinstance(choice, dict) and self._choice(choice):
                 chunk.raw = None  # re-encoded: the chunk changed
 
-    def _plain_text(self, chunk: Chunk, raw: bytes) -> bool:
-        """The common chunk, one choice's text and no finish, changed in its JSON
-        as it came (a parse and a re-encode cost more than the check itself).
-        False: any other chunk, for the general path."""
-        quote = _plain_text_at(raw)
+    def _run(self, run: bytes) -> bytes:
+        """A run of relayed events, changed where its text changed.
+
+        The text of its plain chunks (one choice's text, no finish: nearly every
+        chunk) goes through the gate a stretch at a time, not chunk by chunk: one
+        check for all the text one upstream read brought, each chunk's text read
+        and spliced as bytes where it sits in the JSON (a parse and a re-encode
+        per chunk would cost more than the check). What the gate lets through is
+        laid over the stretch's chunks: each keeps its text while that is what
+        comes out, the first that differs carries the rest, later ones carry
+        ``""``. A stretch just before the chunk that finishes the choice is
+        checked as the end of the answer (nothing held back to put in that chunk).
+        Any other event goes the general way, after what came before it."""
+        events = run.split(b"\n\n")
+        events.pop()  # what follows the last blank line: nothing
+        stretch: list[tuple[int, int, int, str]] = []  # (event, quote, close, text)
+        changed = False
+        for i, event in enumerate(events):
+            located = self._plain(event)
+            if located is not None:
+                stretch.append((i, *located))
+                continue
+            chunk = Chunk(raw=event[6:])
+            if stretch:
+                changed |= self._lay(events, stretch, self._finishes(chunk))
+                stretch = []
+            try:
+                self._check(chunk)
+            except ValueError:
+                # not UTF-8: checked as a client reads it (replaced), and sent so
+                chunk = Chunk(raw=event[6:].decode("utf-8", "replace").encode())
+                try:
+                    self._check(chunk)
+                except ValueError:
+                    continue  # not JSON: relayed as it came (no client can read it)
+                chunk.raw = None
+            if chunk.raw is None:
+                events[i], changed = b"data: " + chunk.encode(), True
+        if stretch:
+            changed |= self._lay(events, stretch, False)
+        return b"\n\n".join(events) + b"\n\n" if changed else run
+
+    def _plain(self, event: bytes) -> tuple[int, int, str] | None:
+        """(opening quote, closing quote, text) of a plain chunk's content in the
+        ``data: `` event, or None for any other event.
+
+        A stream's plain chunks are mostly the same bytes around their text (id,
+        model, fields, their order): an event that is the last plain one's bytes
+        with other text in between, text without quotes or escapes, is plain too
+        (a few byte comparisons, instead of finding each key again)."""
+        if self._withheld():
+            return None  # the general way drops the text
+        prefix, suffix = self._around
+        if prefix and event.startswith(prefix) and event.endswith(suffix):
+            close = len(event) - len(suffix)
+            middle = event[len(prefix) : close]
+            if b'"' not in middle and b"\\" not in middle:
+                return len(prefix) - 1, close, middle.decode("utf-8", "replace")
+        quote = _plain_text_at(event)
         if quote < 0:
-            return False
+            return None
+        close = _string_end(event, quote)
+        if close < 0:
+            return None
+        # bytes that are not UTF-8 are checked as a client reads them (replaced)
+        string = event[quote : close + 1].decode("utf-8", "replace")
+        try:
+            text = string[1:-1] if "\\" not in string else json.loads(string)
+        except ValueError:
+            return None
         if not self._head:
-            self._head = {k: chunk.data.get(k) for k in ("id", "created", "model")}
+            self._head = _head(event[6:])
+        self._around = event[: quote + 1], event[close:]
+        return quote, close, text
+
+    def _withheld(self) -> bool:
+        gate = self.gates.get(0)
+        return gate is not None and gate.blocked is not None
+
+    def _finishes(self, chunk: Chunk) -> bool:
+        """The chunk ends choice 0 and brings no text of its own."""
+        try:
+            choices = chunk.data.get("choices")
+        except ValueError:
+            return False
+        if not isinstance(choices, list) or len(choices) != 1:
+            return False
+        choice = choices[0]
+        if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+            return False
+        delta = choice.get("delta")
+        text = delta.get("content") if isinstance(delta, dict) else None
+        return bool(choice.get("finish_reason")) and not text
+
+    def _lay(
+        self, events: list[bytes], stretch: list[tuple[int, int, int, str]], final: bool
+    ) -> bool:
+        """Gate a stretch's text; lay what comes out over its chunks. True if any
+        chunk changed."""
         gate = self.gates.get(0)
         if gate is None:
             gate = self.gates[0] = TextGate(self._rules)
+        given = "".join([text for _, _, _, text in stretch])
+        out = gate.last(given) if final else gate.feed(given) if given else ""
         if gate.blocked is not None:
+            out = withheld(gate.blocked)
+        if out == given:
             return False
-        close = raw.find(b'"', quote + 1)
-        if close > 0 and raw.find(b"\\", quote + 1, close) < 0:
-            # no escape in the text (the common chunk): it is the bytes between the quotes
-            try:
-                content = raw[quote + 1 : close].decode()
-            except UnicodeDecodeError:
-                return False
-            out = self._deliver(gate, content)
-            if out != content:
-                chunk.raw = raw[:quote] + json_string(out).encode() + raw[close + 1 :]
-            return True
-        text = raw.decode()
-        start = len(raw[:quote].decode())  # the content's opening quote, in characters
-        try:
-            content, end = json.decoder.scanstring(text, start + 1)  # type: ignore[attr-defined]
-        except ValueError:
-            return False
-        out = self._deliver(gate, content)
-        if out != content:
-            spliced = text[:start] + json_string(out) + text[end:]
-            chunk.raw = spliced.encode()
+        at = 0
+        last = len(stretch) - 1
+        for n, (i, quote, close, text) in enumerate(stretch):
+            if at >= 0 and (out[at:] == text if n == last else out.startswith(text, at)):
+                at += len(text)
+                continue
+            piece = out[at:] if at >= 0 else ""
+            at = -1  # the rest was given: later chunks carry ""
+            event = events[i]
+            events[i] = event[:quote] + quoteb(piece) + event[close + 1 :]
         return True
-
-    @staticmethod
-    def _deliver(gate: TextGate, content: str) -> str:
-        out = gate.feed(content) if content else ""
-        return withheld(gate.blocked) if gate.blocked is not None else out
 
     def _choice(self, choice: dict[str, Any]) -> bool:
         index = choice.get("index", 0)
@@ -299,6 +405,28 @@ def _plain_text_at(raw: bytes) -> int:
     if value < 0 or raw[value : value + 1] != b'"':
         return -1
     return value
+
+
+def _string_end(raw: bytes, quote: int) -> int:
+    """Where the JSON string opened at ``quote`` closes (a quote not escaped), or -1."""
+    at = quote + 1
+    while (close := raw.find(b'"', at)) >= 0:
+        slashes = 0
+        while raw[close - 1 - slashes] == 92:  # "\\"
+            slashes += 1
+        if slashes % 2 == 0:
+            return close
+        at = close + 1
+    return -1
+
+
+def _head(raw: bytes) -> dict[str, Any]:
+    """id, created and model of a chunk, for a chunk of our own."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return {k: data.get(k) for k in ("id", "created", "model")} if isinstance(data, dict) else {}
 
 
 class AnthropicStreamGuard:
@@ -393,4 +521,4 @@ def _parse(block: bytes) -> tuple[bytes, Any]:
 
 def _encode(name: bytes, data: dict[str, Any]) -> bytes:
     head = b"event: " + name + b"\n" if name else b""
-    return head + b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"
+    return head + b"data: " + dumpb(data) + b"\n\n"

@@ -49,9 +49,26 @@ else:  # pragma: no cover - CPython always has the C accelerator
         return _slow(obj)
 
 
+_ascii = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def dumpb(obj: Any) -> bytes:
-    """``dumps`` as UTF-8 bytes (a request or response body)."""
-    return dumps(obj).encode()
+    """``dumps`` as UTF-8 bytes (a request or response body). A lone surrogate
+    (half of a pair, as a provider may split one between two chunks' escapes) is
+    written as its ``\\u`` escape: UTF-8 cannot hold it."""
+    text = dumps(obj)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _ascii(obj).encode()
+
+
+def quoteb(text: str) -> bytes:
+    """``quote`` as UTF-8 bytes; a lone surrogate as its ``\\u`` escape."""
+    try:
+        return quote(text).encode()
+    except UnicodeEncodeError:
+        return json.encoder.encode_basestring_ascii(text).encode()
 
 
 def _skip(text: str, at: int) -> int:

@@ -126,39 +126,44 @@ class Proxy:
         need = _prompt_estimate(ctx, targets)
         failure: GatewayError | None = None
         too_long_for = 0  # a context window the prompt did not fit, as a provider said
-        for target in targets:
-            window = target.context_window
-            if window is not None and (need > window or window <= too_long_for):
-                continue  # it cannot fit: skipped before any call
-            if ctx.attempts and not routing.budget.try_spend():
-                break  # the retry budget is spent: no more upstream traffic for this one
-            stats = routing.stats(target, route.circuit_breaker)
-            try:
-                reply = await self._with_retries(ctx, target, stats, policy)
-            except GatewayError as exc:
-                failure = exc
-                if retries.is_context_length(exc):
-                    too_long_for = max(too_long_for, window or 0)
-                    continue  # a target with a larger window may fit it
-                if route.content_filter_fallback is not None and retries.is_content_filter(exc):
-                    return await self._content_fallback(ctx, exc)
-                if not _may_fall_back(exc):
-                    break
-                continue
-            if route.content_filter_fallback is not None and _filtered(reply):
-                return await self._content_fallback(ctx, reply)
-            return reply
-        if failure is None:
-            raise InvalidRequest(
-                f"The prompt (about {need} tokens) does not fit the context window of any "
-                f"target of '{ctx.route_name}'.",
-                code="context_length_exceeded",
-                param="messages",
-            )
-        failure.headers["x-aigateway-attempts"] = str(len(ctx.attempts))
-        if len(ctx.attempts) > 1:
-            failure.headers["x-should-retry"] = "false"  # the gateway already tried
-        raise failure
+        try:
+            for target in targets:
+                window = target.context_window
+                if window is not None and (need > window or window <= too_long_for):
+                    continue  # it cannot fit: skipped before any call
+                if ctx.attempts and not routing.budget.try_spend():
+                    break  # the retry budget is spent: no more upstream traffic for this one
+                stats = routing.stats(target, route.circuit_breaker)
+                try:
+                    reply = await self._with_retries(ctx, target, stats, policy)
+                except GatewayError as exc:
+                    failure = exc
+                    if retries.is_context_length(exc):
+                        too_long_for = max(too_long_for, window or 0)
+                        continue  # a target with a larger window may fit it
+                    if route.content_filter_fallback is not None and retries.is_content_filter(exc):
+                        return await self._content_fallback(ctx, exc)
+                    if not _may_fall_back(exc):
+                        break
+                    continue
+                if route.content_filter_fallback is not None and _filtered(reply):
+                    return await self._content_fallback(ctx, reply)
+                return reply
+            if failure is None:
+                raise InvalidRequest(
+                    f"The prompt (about {need} tokens) does not fit the context window of any "
+                    f"target of '{ctx.route_name}'.",
+                    code="context_length_exceeded",
+                    param="messages",
+                )
+            failure.headers["x-aigateway-attempts"] = str(len(ctx.attempts))
+            if len(ctx.attempts) > 1:
+                failure.headers["x-should-retry"] = "false"  # the gateway already tried
+            raise failure
+        finally:
+            # a failure's traceback holds this frame: kept as a local, it would make
+            # a cycle of the request's objects (a fallback that succeeded keeps it)
+            failure = None
 
     def _prompt_tokens(self, ctx: RequestContext, model: str) -> int:
         if ctx.prompt_tokens_est is None:

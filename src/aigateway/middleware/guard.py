@@ -11,6 +11,7 @@ action and recorded in the prompt log, never the matched text.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from aigateway.config.model import GatewayConfig, Key
@@ -77,14 +78,28 @@ class Guard:
 
     def _watch(self, ctx: RequestContext, reply: StreamReply, rules: Rules) -> None:
         """Check a streamed answer chunk by chunk; its hits are recorded at the end
-        (before the prompt log's row, which is written by an outer middleware)."""
+        (before the prompt log's row, which is written by an outer middleware).
+
+        No closures here: the hooks hold the stream, never the reply that holds
+        them, and compiled, a closure holds every variable its function shares
+        with closures (the guard that holds it, too). A cycle would leave each
+        request's objects to the cyclic garbage collector."""
         watch = (
             AnthropicStreamGuard(rules)
             if ctx.reply_format == "anthropic"
-            else ChatStreamGuard(rules, lambda: reply.stream.finished)
+            else ChatStreamGuard(rules, reply.stream)
         )
         reply.on_batch.append(watch)
-        reply.on_end.append(lambda status, error: self._record(ctx, watch.hits(), "response"))
+        reply.on_end.append(partial(self._streamed, ctx, watch))
+
+    def _streamed(
+        self,
+        ctx: RequestContext,
+        watch: AnthropicStreamGuard | ChatStreamGuard,
+        status: int,
+        error: str | None,
+    ) -> None:
+        self._record(ctx, watch.hits(), "response")
 
     def _record(self, ctx: RequestContext, hits: Hits, direction: str) -> None:
         project = ctx.project_name or "-"
