@@ -200,6 +200,51 @@ def test_chunks_of_one_read_are_checked_together() -> None:
     assert clean.parts == [whole] and clean.parts[0] is whole
 
 
+MIXED = [
+    "Plain ", "text, ", 'a "quoted" bit ', "back\\slash ", "", "ünï ", "mail ann@",
+    "x.org ", "more ", "and more ", "café ", "then ", "the end, bob@y.io",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("compact", [True, False])
+@pytest.mark.parametrize("other_at", [None, 0, 3, 6, 12])
+def test_a_read_of_mixed_events_gives_what_the_gate_gives(
+    compact: bool, other_at: int | None
+) -> None:
+    """Events alike and not (escapes, a role chunk, a chunk of another choice) in
+    one read: every event stays JSON, in its place, and choice 0's text is what
+    the gate makes of the whole answer."""
+    separators = (",", ":") if compact else (", ", ": ")
+    base = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+
+    def event(choice: dict[str, object]) -> bytes:
+        data = {**base, "choices": [choice], "usage": None}
+        return b"data: " + json.dumps(data, separators=separators).encode() + b"\n\n"
+
+    other = event({"index": 1, "delta": {"content": "ann@x.org"}, "finish_reason": None})
+    events = [event({"index": 0, "delta": {"role": "assistant", "content": ""}})]
+    for n, piece in enumerate(MIXED):
+        if n == other_at:
+            events.append(other)
+        events.append(event({"index": 0, "delta": {"content": piece}, "finish_reason": None}))
+    events.append(event({"index": 0, "delta": {}, "finish_reason": "stop"}))
+    batch = Batch([b"".join(events)])
+    r = rules(email="redact", stream_window=16)
+    ChatStreamGuard(r)(batch)
+    run = batch.parts[0]
+    assert isinstance(run, bytes)
+    out = [json.loads(e) for e in (e[6:] for e in run.split(b"\n\n")) if e]
+    assert len(out) == len(events)
+    text = "".join(
+        c["choices"][0]["delta"].get("content") or "" for c in out if c["choices"][0]["index"] == 0
+    )
+    gate = TextGate(r)
+    assert text == gate.last("".join(MIXED))
+    assert text.count("[REDACTED:email]") == 2
+    indexes = [c["choices"][0]["index"] for c in out]
+    assert indexes == [0] * len(out) if other_at is None else indexes.index(1) == other_at + 1
+
+
 @pytest.mark.parametrize(
     ("raw", "end"),
     [

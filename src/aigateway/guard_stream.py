@@ -160,6 +160,49 @@ class _Endless:
 _ENDLESS = _Endless()
 
 
+class _Texts:
+    """Texts of plain chunks next to each other in a run: each one's bytes (the
+    JSON string's, between its quotes), the first starting at ``start``, each
+    ``gap`` bytes after the one before; ``after``: where the event after the last
+    starts. ``decoded``: the text of a single one that has escapes."""
+
+    __slots__ = ("after", "decoded", "gap", "pieces", "start", "whole")
+
+    def __init__(
+        self,
+        start: int,
+        pieces: list[bytes],
+        gap: int,
+        after: int,
+        whole: bytes,
+        decoded: str | None = None,
+    ) -> None:
+        self.start = start
+        self.pieces = pieces
+        self.gap = gap
+        self.after = after
+        #: the pieces joined
+        self.whole = whole
+        self.decoded = decoded
+
+    def text(self) -> str:
+        """All of them, as a client reads them (bytes not UTF-8 replaced)."""
+        if self.decoded is not None:
+            return self.decoded
+        return self.whole.decode("utf-8", "replace")
+
+    def spans(self) -> list[tuple[int, int, str]]:
+        """(start, end, text) of each, in the run."""
+        if self.decoded is not None:
+            return [(self.start, self.start + len(self.whole), self.decoded)]
+        out = []
+        at = self.start
+        for piece in self.pieces:
+            out.append((at, at + len(piece), piece.decode("utf-8", "replace")))
+            at += len(piece) + self.gap
+        return out
+
+
 class ChatStreamGuard:
     """The gate applied to OpenAI ``chat.completion.chunk`` streams, per choice.
 
@@ -173,8 +216,12 @@ class ChatStreamGuard:
         self.gates: dict[int, TextGate] = {}
         #: id, model and created of the stream's chunks, for a chunk of our own
         self._head: dict[str, Any] = {}
-        #: the bytes before and after the text of the last plain chunk seen
+        #: the first plain chunk's JSON, read for ``_head`` only if it is needed
+        self._first: bytes | None = None
+        #: the bytes before and after (with the blank line) the text of the last
+        #: plain chunk seen, and what lies between two texts of chunks alike
         self._around = (b"", b"")
+        self._between = b""
 
     def hits(self) -> list[tuple[str, str]]:
         if not self._rules.rewrites:
@@ -206,6 +253,8 @@ class ChatStreamGuard:
                 rest = gate.flush()
                 if rest:
                     choice = {"index": index, "delta": {"content": rest}, "finish_reason": None}
+                    if not self._head and self._first is not None:
+                        self._head = _head(self._first)
                     data = {**self._head, "object": "chat.completion.chunk", "choices": [choice]}
                     batch.parts.append(Chunk(data=data))
 
@@ -226,59 +275,98 @@ class ChatStreamGuard:
 
         The text of its plain chunks (one choice's text, no finish: nearly every
         chunk) goes through the gate a stretch at a time, not chunk by chunk: one
-        check for all the text one upstream read brought, each chunk's text read
-        and spliced as bytes where it sits in the JSON (a parse and a re-encode
-        per chunk would cost more than the check). What the gate lets through is
-        laid over the stretch's chunks: each keeps its text while that is what
-        comes out, the first that differs carries the rest, later ones carry
-        ``""``. A stretch just before the chunk that finishes the choice is
-        checked as the end of the answer (nothing held back to put in that chunk).
-        Any other event goes the general way, after what came before it."""
-        events = run.split(b"\n\n")
-        events.pop()  # what follows the last blank line: nothing
-        stretch: list[tuple[int, int, int, str]] = []  # (event, quote, close, text)
-        changed = False
-        for i, event in enumerate(events):
+        check for all the text one upstream read brought, read and spliced as
+        bytes where it sits in the JSON (a parse and a re-encode per chunk would
+        cost more than the check). What the gate lets through is laid over the
+        stretch's chunks: each keeps its text while that is what comes out, the
+        first that differs carries the rest, later ones carry ``""``. A stretch
+        just before the chunk that finishes the choice is checked as the end of
+        the answer (nothing held back to put in that chunk). Any other event goes
+        the general way, after what came before it."""
+        stretch: list[_Texts] = []
+        edits: list[tuple[int, int, bytes]] = []  # (start, end, new bytes), in order
+        pos, size = 0, len(run)
+        while pos < size:
+            texts = self._alike(run, pos)
+            if texts is not None:
+                stretch.append(texts)
+                pos = texts.after
+                continue
+            end = run.find(b"\n\n", pos)
+            end = size if end < 0 else end
+            event = run[pos:end]
             located = self._plain(event)
             if located is not None:
-                stretch.append((i, *located))
+                quote, close, text = located
+                body = event[quote + 1 : close]
+                stretch.append(_Texts(pos + quote + 1, [body], 0, end + 2, body, text))
+                pos = end + 2
                 continue
             chunk = Chunk(raw=event[6:])
             if stretch:
-                changed |= self._lay(events, stretch, self._finishes(chunk))
+                self._lay(stretch, edits, self._finishes(chunk))
                 stretch = []
-            try:
-                self._check(chunk)
-            except ValueError:
-                # not UTF-8: checked as a client reads it (replaced), and sent so
-                chunk = Chunk(raw=event[6:].decode("utf-8", "replace").encode())
-                try:
-                    self._check(chunk)
-                except ValueError:
-                    continue  # not JSON: relayed as it came (no client can read it)
-                chunk.raw = None
-            if chunk.raw is None:
-                events[i], changed = b"data: " + chunk.encode(), True
+            new = self._other(chunk, event)
+            if new is not None:
+                edits.append((pos, end, new))
+            pos = end + 2
         if stretch:
-            changed |= self._lay(events, stretch, False)
-        return b"\n\n".join(events) + b"\n\n" if changed else run
+            self._lay(stretch, edits, False)
+        if not edits:
+            return run
+        out: list[bytes] = []
+        at = 0
+        for start, end, new in edits:
+            out += [run[at:start], new]
+            at = end
+        out.append(run[at:])
+        return b"".join(out)
+
+    def _alike(self, run: bytes, pos: int) -> _Texts | None:
+        """The events from ``pos`` on that are the last plain chunk's bytes with
+        other text (text without quotes or escapes) in between, read at once: the
+        run split on what lies between two such texts (one event's end and the
+        next one's start). None if the event at ``pos`` is not one of them.
+
+        Sound because the bytes between are the end of one event, the blank line
+        and the start of the next: they occur only at event boundaries, and a
+        piece without a quote between two of them is an alike event's text."""
+        prefix, suffix = self._around
+        if not prefix or not run.startswith(prefix, pos) or self._withheld():
+            return None
+        start = pos + len(prefix)
+        pieces: list[bytes] = []
+        at = start
+        while True:
+            end = run.find(b"\n\n", at) + 2  # this event's end (the search stops there)
+            close = end - len(suffix)
+            if end < 2 or close < at or run[close:end] != suffix:
+                break  # not alike
+            pieces.append(run[at:close])
+            if not run.startswith(prefix, end):
+                break
+            at = end + len(prefix)
+        whole = b"".join(pieces)
+        if b'"' in whole or b"\\" in whole:  # a text with escapes: up to the one before
+            kept = 0
+            for piece in pieces:
+                if b'"' in piece or b"\\" in piece:
+                    break
+                kept += 1
+            del pieces[kept:]
+            whole = b"".join(pieces)
+        if not pieces:
+            return None
+        after = start + sum(map(len, pieces)) + (len(pieces) - 1) * len(self._between)
+        after += len(suffix)
+        return _Texts(start, pieces, len(self._between), after, whole)
 
     def _plain(self, event: bytes) -> tuple[int, int, str] | None:
         """(opening quote, closing quote, text) of a plain chunk's content in the
-        ``data: `` event, or None for any other event.
-
-        A stream's plain chunks are mostly the same bytes around their text (id,
-        model, fields, their order): an event that is the last plain one's bytes
-        with other text in between, text without quotes or escapes, is plain too
-        (a few byte comparisons, instead of finding each key again)."""
+        ``data: `` event, or None for any other event. Its bytes around the text
+        are kept: the next events may be alike (``_alike``)."""
         if self._withheld():
             return None  # the general way drops the text
-        prefix, suffix = self._around
-        if prefix and event.startswith(prefix) and event.endswith(suffix):
-            close = len(event) - len(suffix)
-            middle = event[len(prefix) : close]
-            if b'"' not in middle and b"\\" not in middle:
-                return len(prefix) - 1, close, middle.decode("utf-8", "replace")
         quote = _plain_text_at(event)
         if quote < 0:
             return None
@@ -291,10 +379,25 @@ class ChatStreamGuard:
             text = string[1:-1] if "\\" not in string else json.loads(string)
         except ValueError:
             return None
-        if not self._head:
-            self._head = _head(event[6:])
-        self._around = event[: quote + 1], event[close:]
+        if self._first is None:
+            self._first = event[6:]
+        self._around = event[: quote + 1], event[close:] + b"\n\n"
+        self._between = self._around[1] + self._around[0]
         return quote, close, text
+
+    def _other(self, chunk: Chunk, event: bytes) -> bytes | None:
+        """Any other event, the general way: its new bytes, or None if unchanged."""
+        try:
+            self._check(chunk)
+        except ValueError:
+            # not UTF-8: checked as a client reads it (replaced), and sent so
+            chunk = Chunk(raw=event[6:].decode("utf-8", "replace").encode())
+            try:
+                self._check(chunk)
+            except ValueError:
+                return None  # not JSON: relayed as it came (no client can read it)
+            chunk.raw = None
+        return None if chunk.raw is not None else b"data: " + chunk.encode()
 
     def _withheld(self) -> bool:
         gate = self.gates.get(0)
@@ -315,31 +418,26 @@ class ChatStreamGuard:
         text = delta.get("content") if isinstance(delta, dict) else None
         return bool(choice.get("finish_reason")) and not text
 
-    def _lay(
-        self, events: list[bytes], stretch: list[tuple[int, int, int, str]], final: bool
-    ) -> bool:
-        """Gate a stretch's text; lay what comes out over its chunks. True if any
-        chunk changed."""
+    def _lay(self, stretch: list[_Texts], edits: list[tuple[int, int, bytes]], final: bool) -> None:
+        """Gate a stretch's text; lay what comes out over its chunks (as ``edits``)."""
         gate = self.gates.get(0)
         if gate is None:
             gate = self.gates[0] = TextGate(self._rules)
-        given = "".join([text for _, _, _, text in stretch])
+        given = "".join([texts.text() for texts in stretch])
         out = gate.last(given) if final else gate.feed(given) if given else ""
         if gate.blocked is not None:
             out = withheld(gate.blocked)
         if out == given:
-            return False
+            return
+        spans = [span for texts in stretch for span in texts.spans()]
         at = 0
-        last = len(stretch) - 1
-        for n, (i, quote, close, text) in enumerate(stretch):
-            if at >= 0 and (out[at:] == text if n == last else out.startswith(text, at)):
+        for n, (start, end, text) in enumerate(spans):
+            if at >= 0 and (out[at:] == text if n == len(spans) - 1 else out.startswith(text, at)):
                 at += len(text)
                 continue
             piece = out[at:] if at >= 0 else ""
             at = -1  # the rest was given: later chunks carry ""
-            event = events[i]
-            events[i] = event[:quote] + quoteb(piece) + event[close + 1 :]
-        return True
+            edits.append((start, end, quoteb(piece)[1:-1]))
 
     def _choice(self, choice: dict[str, Any]) -> bool:
         index = choice.get("index", 0)

@@ -204,23 +204,11 @@ class Proxy:
     ) -> Reply:
         if policy is None or policy.attempts == 1:
             return await self._attempt(ctx, target, stats)
-        routing = self._routing
-
-        def should_retry(state: RetryCallState) -> bool:
-            exc = state.outcome.exception() if state.outcome is not None else None
-            return (
-                exc is not None
-                and state.attempt_number < policy.attempts
-                and retries.retryable(policy, exc)
-                and stats.breaker.available(routing.clock())
-                and routing.budget.try_spend()
-            )
-
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome is not None else None
-            return retries.backoff_s(policy, state.attempt_number, exc, routing.rng)
-
-        async for attempt in AsyncRetrying(retry=should_retry, wait=wait, reraise=True):
+        # (module functions, not closures: compiled, a closure holds this
+        # coroutine's environment, which holds the retrying object holding it)
+        retry = partial(_should_retry, policy, stats, self._routing)
+        wait = partial(_backoff, policy, self._routing)
+        async for attempt in AsyncRetrying(retry=retry, wait=wait, reraise=True):
             with attempt:
                 return await self._attempt(ctx, target, stats)
         raise AssertionError("tenacity re-raises the last failure")  # pragma: no cover
@@ -330,6 +318,24 @@ class Proxy:
                 stats.in_flight -= 1
                 if resp is not None:
                     resp.release()
+
+
+def _should_retry(
+    policy: RetryPolicy, stats: TargetStats, routing: RoutingState, state: RetryCallState
+) -> bool:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    return (
+        exc is not None
+        and state.attempt_number < policy.attempts
+        and retries.retryable(policy, exc)
+        and stats.breaker.available(routing.clock())
+        and routing.budget.try_spend()
+    )
+
+
+def _backoff(policy: RetryPolicy, routing: RoutingState, state: RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    return retries.backoff_s(policy, state.attempt_number, exc, routing.rng)
 
 
 def _served(ctx: RequestContext, provider: str, model: str) -> None:
