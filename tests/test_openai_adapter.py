@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from aigateway.errors import UpstreamProtocolError, UpstreamStatusError
+from aigateway.providers import base
 from aigateway.providers.base import StreamState
 from aigateway.providers.openai import OpenAIAdapter, openai_error
 from aigateway.wire import Usage
@@ -326,3 +328,31 @@ def test_output_is_measured_within_bounded_memory() -> None:
         state.add_output(piece)
         assert state._unmeasured_bytes <= 64 * 1024 + len(piece)
     assert state.output_chars == 500_000
+
+
+TEXTS = [
+    b'{"choices":[{"delta":{"content":"plain"}}]}',
+    b'{"choices":[{"delta":{"content":"caf\xc3\xa9 \\u00e9 \\"q\\" \\n"}}]}',
+    b'{"choices":[{"delta":{"content":"bad \xff byte"}}]}',
+    b'{"choices":[{"delta":{"content":"raw \x01 control"}}]}',
+    b'{"choices":[{"delta":{"content":"half \\ud83d"}}]}',
+    b'{"choices":[{"delta":{"content":"a"}}]}{"choices":[{"delta":{"content": "b"}}]}',
+    b'{"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"{\\"x\\":1}"}}]}}]}',
+]
+
+
+def _reference(pattern: bytes, raw: bytes) -> str:
+    """What the text extraction gave before its fast path: every string through json."""
+    out = []
+    for m in re.findall(pattern, raw):
+        try:
+            out.append(json.loads(b'"' + m + b'"'))
+        except ValueError:
+            out.append(m.decode("utf-8", "replace"))
+    return "".join(out)
+
+
+@pytest.mark.parametrize("raw", TEXTS)
+def test_stream_text_is_what_json_reads(raw: bytes) -> None:
+    assert base.content_text(raw) == _reference(base._CONTENT.pattern, raw)
+    assert base.output_text(raw) == _reference(base._TEXT.pattern, raw)

@@ -217,6 +217,9 @@ def content_text(raw: bytes) -> str:
 def _strings(pattern: re.Pattern[bytes], raw: bytes) -> str:
     out = []
     for m in pattern.findall(raw):
+        if b"\\" not in m:  # nothing to unescape: what json.loads would give, cheaper
+            out.append(m.decode("utf-8", "replace"))
+            continue
         try:
             out.append(json.loads(b'"' + m + b'"'))
         except ValueError:
