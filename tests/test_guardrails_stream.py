@@ -19,6 +19,7 @@ from aigateway.guard_stream import (
     AnthropicStreamGuard,
     ChatStreamGuard,
     TextGate,
+    _finish_only,
     _plain_text_at,
     _string_end,
 )
@@ -246,6 +247,41 @@ def test_a_read_of_mixed_events_gives_what_the_gate_gives(
 
 
 @pytest.mark.parametrize(
+    ("data", "only"),
+    [
+        ({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}, True),
+        (
+            {"choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "length"}]},
+            True,
+        ),
+        ({"choices": [{"delta": {}, "finish_reason": "stop", "index": 0}], "usage": None}, True),
+        ({"choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "stop"}]}, False),
+        ({"choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": "stop"}]}, False),
+        ({"choices": [{"index": 0, "delta": {}, "finish_reason": None}]}, False),
+        ({"choices": [{"index": 1, "delta": {}, "finish_reason": "stop"}]}, False),
+        ({"choices": [{"index": 10, "delta": {}, "finish_reason": "stop"}]}, False),
+        (
+            {
+                "choices": [
+                    {"index": 0, "delta": {}, "finish_reason": "stop"},
+                    {"index": 1, "delta": {}, "finish_reason": "stop"},
+                ]
+            },
+            False,
+        ),
+        ({"choices": [{"index": 0, "delta": {"tool_calls": []}, "finish_reason": "stop"}]}, False),
+        ({"choices": [{"index": 0, "delta": {}}]}, False),
+    ],
+)
+@pytest.mark.parametrize("compact", [True, False])
+def test_finish_only(data: dict[str, object], only: bool, compact: bool) -> None:
+    """Only an event with nothing for the gate in it is recognised (anything else
+    goes the general way)."""
+    separators = (",", ":") if compact else (", ", ": ")
+    assert _finish_only(b"data: " + json.dumps(data, separators=separators).encode()) is only
+
+
+@pytest.mark.parametrize(
     ("raw", "end"),
     [
         (b'"abc"', 4),
@@ -351,9 +387,14 @@ def test_text_held_at_the_end_of_a_stream_without_a_finish_is_not_lost() -> None
     ]
 
 
-def test_chat_block_withholds_the_rest() -> None:
+@pytest.mark.parametrize("finish_in_the_run", [False, True])
+def test_chat_block_withholds_the_rest(finish_in_the_run: bool) -> None:
     watch = ChatStreamGuard(rules(card="block"))
     first = _chat_batch(["Card: 4111 1111 ", "1111 1111 ", "is yours."])
+    if finish_in_the_run:  # the finish relayed with the text, as one read brings it
+        run, finish = first.parts
+        assert isinstance(run, bytes) and isinstance(finish, Chunk)
+        first.parts = [run + b"data: " + finish.encode() + b"\n\n"]
     watch(first)
     got = _contents(first)
     text = "".join(t for t, _ in got)

@@ -27,7 +27,8 @@ from tests.fakes import Reply, anthropic_message, chunk_events, error_body
 
 ACME = "acme: {models: [gpt-4o, with-backup, text-embedding-3-small, mock]"
 FEATURES = (
-    "acme: {models: [gpt-4o, with-backup, text-embedding-3-small, mock, claude-x, cached, retried],"
+    "acme: {models: [gpt-4o, with-backup, text-embedding-3-small, mock, claude-x, cached,"
+    " retried, semantic],"
     " rate_limits: {rpm: 100000, tpm: 100000000, concurrency: 1000},"
     " budgets: [{window: day, usd: 1000}],"
     " guardrails: {email: redact, card: block, injection: log, responses: true}"
@@ -35,6 +36,8 @@ FEATURES = (
 CACHED = (
     "  cached: {targets: [{provider: up, model: gpt-4o}], cache: {ttl_s: 60}}\n"
     "  retried: {targets: [{provider: up, model: gpt-4o}], retry: again}\n"
+    "  semantic: {targets: [{provider: up, model: gpt-4o}], cache: {ttl_s: 60,"
+    " semantic: {embeddings: text-embedding-3-small, threshold: 0.9}}}\n"
 )
 RETRIES = "retry_policies: {again: {attempts: 2, initial_backoff_s: 0.01, max_backoff_s: 0.01}}\n"
 PRICED = """
@@ -107,6 +110,13 @@ SCENARIOS: dict[str, tuple[str, object, dict[str, str] | None, str | None]] = {
     "chat": ("/v1/chat/completions", CHAT, None, None),
     "chat-stream": ("/v1/chat/completions", {**CHAT, "stream": True}, None, None),
     "cache-hit": ("/v1/chat/completions", {**CHAT, "model": "cached"}, None, None),
+    "cache-stream": (
+        "/v1/chat/completions",
+        {**CHAT, "model": "cached", "stream": True},
+        None,
+        None,
+    ),
+    "semantic": ("/v1/chat/completions", {**CHAT, "model": "semantic"}, None, None),
     "embeddings": (
         "/v1/embeddings",
         {"model": "text-embedding-3-small", "input": "hi"},

@@ -12,9 +12,11 @@ boundaries. An opened private key block is held until it closes (up to
 ``MAX_PENDING`` characters: what is held is bounded). At the end of the answer
 the rest is checked and let through.
 
-The stream keeps its chunks: each chunk's text becomes what the gate lets
-through at that point (possibly ``""``), the last chunk of a choice carries what
-was still held. On a block the text held is dropped, the chunk says the answer
+The stream keeps its chunks. The text chunks one upstream read brought go
+through the gate as one text (they reach the caller in one write anyway); what
+it lets through is laid over them, each keeping its text while that is what
+comes out (possibly ``""`` after that), and the last chunk of a choice carries
+what was still held. On a block the text held is dropped, the chunk says the answer
 was withheld, later text is dropped, and the finish reason becomes
 ``content_filter`` (``refusal`` for Anthropic events). The upstream is still read
 to its end, so its usage (what is billed) arrives as usual.
@@ -302,6 +304,15 @@ class ChatStreamGuard:
                 stretch.append(_Texts(pos + quote + 1, [body], 0, end + 2, body, text))
                 pos = end + 2
                 continue
+            if stretch and _finish_only(event):
+                # the answer's end, and no text of its own: the stretch is checked
+                # as the last of the answer, and this event has nothing to change
+                # (unless the check stopped the answer: then its finish reason)
+                self._lay(stretch, edits, True)
+                stretch = []
+                if not self._withheld():
+                    pos = end + 2
+                    continue
             chunk = Chunk(raw=event[6:])
             if stretch:
                 self._lay(stretch, edits, self._finishes(chunk))
@@ -324,13 +335,13 @@ class ChatStreamGuard:
 
     def _alike(self, run: bytes, pos: int) -> _Texts | None:
         """The events from ``pos`` on that are the last plain chunk's bytes with
-        other text (text without quotes or escapes) in between, read at once: the
-        run split on what lies between two such texts (one event's end and the
-        next one's start). None if the event at ``pos`` is not one of them.
+        other text in between (text without quotes or escapes), read in one loop:
+        an event is alike if it starts with those bytes before the text and ends
+        with those after it. None if the event at ``pos`` is not one of them.
 
-        Sound because the bytes between are the end of one event, the blank line
-        and the start of the next: they occur only at event boundaries, and a
-        piece without a quote between two of them is an alike event's text."""
+        Sound because what lies between them is a piece of text without a quote:
+        the event is then the plain chunk's JSON with another string in it (an
+        event is one line, so its end is the first blank line after ``pos``)."""
         prefix, suffix = self._around
         if not prefix or not run.startswith(prefix, pos) or self._withheld():
             return None
@@ -503,6 +514,21 @@ def _plain_text_at(raw: bytes) -> int:
     if value < 0 or raw[value : value + 1] != b'"':
         return -1
     return value
+
+
+def _finish_only(raw: bytes) -> bool:
+    """The event finishes choice 0, the only choice in it, and has no content key
+    at all (byte searches, as ``_plain_text_at``): nothing in it for the gate."""
+    if raw.count(b'"index"') != 1 or b'"content"' in raw or b'"tool_calls"' in raw:
+        return False
+    at = raw.find(b'"finish_reason"')
+    value = _value_at(raw, at + 15) if at >= 0 else -1
+    if value < 0 or raw[value : value + 1] != b'"':
+        return False  # (null, or no finish reason)
+    value = _value_at(raw, raw.find(b'"index"') + 7)
+    return (
+        value >= 0 and raw[value : value + 1] == b"0" and not raw[value + 1 : value + 2].isdigit()
+    )
 
 
 def _string_end(raw: bytes, quote: int) -> int:
