@@ -35,6 +35,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.fixture
+def dead_port() -> Iterator[int]:
+    """A port nothing listens on, held for the test (bound, not listening):
+    connecting is refused, and no other process can take it meanwhile (a port
+    from ``free_port`` that nobody holds may be another test's server a moment
+    later)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield int(held.getsockname()[1])
+
+
 @dataclass
 class Gateway:
     server: TestServer

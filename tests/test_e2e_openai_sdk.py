@@ -323,10 +323,10 @@ async def test_upstream_timeout_is_504(make_gateway: GatewayFactory) -> None:
     assert info.value.code == "upstream_timeout"
 
 
-async def test_unreachable_upstream_is_502(make_gateway: GatewayFactory) -> None:
-    from tests.conftest import free_port, gateway_yaml
+async def test_unreachable_upstream_is_502(make_gateway: GatewayFactory, dead_port: int) -> None:
+    from tests.conftest import gateway_yaml
 
-    gw = await make_gateway(yaml_text=gateway_yaml(f"http://127.0.0.1:{free_port()}/v1"))
+    gw = await make_gateway(yaml_text=gateway_yaml(f"http://127.0.0.1:{dead_port}/v1"))
     async with client(gw) as c:
         with pytest.raises(openai.InternalServerError) as info:
             await c.chat.completions.create(model="gpt-4o", messages=MESSAGES)

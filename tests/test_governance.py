@@ -325,12 +325,10 @@ async def test_streamed_and_whole_answers_of_one_exchange_cost_the_same(
 
 @pytest.mark.parametrize(("budgets", "status"), [("allow", 200), ("deny", 503)])
 async def test_unreachable_redis_with_budgets(
-    make_gateway: GatewayFactory, sdk: SDK, budgets: str, status: int
+    make_gateway: GatewayFactory, sdk: SDK, budgets: str, status: int, dead_port: int
 ) -> None:
-    from tests.conftest import free_port
-
     state = (
-        f'{{backend: redis, url: "redis://127.0.0.1:{free_port()}/0", timeout_s: 0.2,'
+        f'{{backend: redis, url: "redis://127.0.0.1:{dead_port}/0", timeout_s: 0.2,'
         f" on_unavailable: {{rate_limits: local, budgets: {budgets}}}}}"
     )
     gw = await make_gateway(

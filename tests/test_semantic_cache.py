@@ -101,11 +101,9 @@ async def test_redis_store(redis_server: RedisServer) -> None:
         await client.aclose()
 
 
-async def test_redis_down_is_a_miss_and_counted() -> None:
-    from tests.conftest import free_port
-
+async def test_redis_down_is_a_miss_and_counted(dead_port: int) -> None:
     metrics = Metrics()
-    client = redis_client(f"redis://127.0.0.1:{free_port()}/0", 0.5)  # nothing listens
+    client = redis_client(f"redis://127.0.0.1:{dead_port}/0", 0.5)  # nothing listens
     store = RedisSemantic(client, prefix="down", metrics=metrics)
     try:
         await store.add("p", "k", v(1, 0), 60, 10)

@@ -14,7 +14,7 @@ from aigateway.quota import LimitStore, Plan, QuotaCheck, RateCheck, Settlement,
 from aigateway.state_fallback import FallbackStore
 from aigateway.state_memory import MemoryStore
 from aigateway.state_redis import RedisStore
-from tests.conftest import RedisServer, free_port
+from tests.conftest import RedisServer
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -153,14 +153,14 @@ async def test_redis_reloads_its_scripts_after_a_flush(redis_server: RedisServer
 # --- Redis unreachable -----------------------------------------------------------------
 
 
-def dead_store(rate_limits: str, budgets: str, metrics: Metrics) -> FallbackStore:
-    redis = RedisStore(f"redis://127.0.0.1:{free_port()}/0", prefix="t", timeout_s=0.2)
+def dead_store(rate_limits: str, budgets: str, metrics: Metrics, port: int) -> FallbackStore:
+    redis = RedisStore(f"redis://127.0.0.1:{port}/0", prefix="t", timeout_s=0.2)
     return FallbackStore(redis, rate_limits=rate_limits, budgets=budgets, metrics=metrics)
 
 
-async def test_unreachable_redis_rate_limits_fall_back_to_local() -> None:
+async def test_unreachable_redis_rate_limits_fall_back_to_local(dead_port: int) -> None:
     metrics = Metrics()
-    store = dead_store("local", "deny", metrics)
+    store = dead_store("local", "deny", metrics, dead_port)
     rpm = RateCheck("rpm:k:a", 2, 1, 0, "requests")
     results = [await store.admit(Plan(f"r{i}", rates=(rpm,)), time.time()) for i in range(3)]
     assert [r.admitted for r in results] == [True, True, False]
@@ -170,9 +170,9 @@ async def test_unreachable_redis_rate_limits_fall_back_to_local() -> None:
 
 @pytest.mark.parametrize(("mode", "admitted"), [("deny", False), ("allow", True)])
 async def test_unreachable_redis_budgets_follow_the_configured_mode(
-    mode: str, admitted: bool
+    mode: str, admitted: bool, dead_port: int
 ) -> None:
-    store = dead_store("local", mode, Metrics())
+    store = dead_store("local", mode, Metrics(), dead_port)
     result = await store.admit(Plan("r", (quota(10, 1),)), time.time())
     assert result.admitted is admitted
     if not admitted:
@@ -181,13 +181,13 @@ async def test_unreachable_redis_budgets_follow_the_configured_mode(
 
 
 async def test_settlements_made_during_an_outage_are_sent_later(
-    redis_server: RedisServer,
+    redis_server: RedisServer, dead_port: int
 ) -> None:
     metrics = Metrics()
     live = RedisStore(redis_server.url, prefix=f"t-{uuid.uuid4().hex[:8]}", timeout_s=1.0)
     store = FallbackStore(live, rate_limits="local", budgets="deny", metrics=metrics)
     assert (await store.admit(Plan("a", (quota(1000, 10),)), time.time())).admitted
-    broken = RedisStore(f"redis://127.0.0.1:{free_port()}/0", prefix="x", timeout_s=0.2)
+    broken = RedisStore(f"redis://127.0.0.1:{dead_port}/0", prefix="x", timeout_s=0.2)
     store._primary = broken  # the connection goes away
     await store.settle(Settlement("a", (("q:k:a:day:d:usd", 7, None),)), time.time())
     assert metrics.state_errors.values[("settle", "retry_later")] == 1

@@ -198,6 +198,8 @@ class Proxy:
                 refusal.headers["x-aigateway-attempts"] = str(len(ctx.attempts))
                 raise refusal from None
             return refusal
+        finally:
+            del refusal  # raised, its traceback holds this frame: no cycle through it
 
     async def _with_retries(
         self, ctx: RequestContext, target: Target, stats: TargetStats, policy: RetryPolicy | None

@@ -133,13 +133,20 @@ class _HttpResponse:
 def _map(exc: BaseException, *, before_response: bool) -> BaseException:
     """Transport exception → gateway error. Never uses ``repr`` (it carries headers).
 
-    The transport's exception loses its traceback: the client keeps a failed
-    read's exception (to raise it again), and the frames of that traceback, this
-    module's among them, hold the response that holds it: a reference cycle per
-    failed request, each left to the cyclic garbage collector."""
+    A transport exception that becomes a gateway error loses its traceback: the
+    client keeps a failed read's exception (to raise it again), and the frames of
+    that traceback, this module's among them, hold the response that holds it: a
+    reference cycle per failed request, each left to the cyclic garbage
+    collector. (Anything else is raised again as it is, traceback and all.)"""
+    mapped = _mapped(exc, before_response=before_response)
+    if mapped is not exc:
+        exc.__traceback__ = None
+    return mapped
+
+
+def _mapped(exc: BaseException, *, before_response: bool) -> BaseException:
     if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
         return exc
-    exc.__traceback__ = None
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return UpstreamTimeout("The provider did not answer in time.")
     if isinstance(exc, aiohttp.ClientPayloadError):

@@ -77,7 +77,7 @@ class Guard:
         return reply
 
     def _watch(self, ctx: RequestContext, reply: StreamReply, rules: Rules) -> None:
-        """Check a streamed answer chunk by chunk; its hits are recorded at the end
+        """Check a streamed answer read by read; its hits are recorded at the end
         (before the prompt log's row, which is written by an outer middleware).
 
         No closures here: the hooks hold the stream, never the reply that holds
