@@ -142,12 +142,17 @@ class Proxy:
                         too_long_for = max(too_long_for, window or 0)
                         continue  # a target with a larger window may fit it
                     if route.content_filter_fallback is not None and retries.is_content_filter(exc):
-                        return await self._content_fallback(ctx, exc)
+                        fallback = await self._content_fallback(ctx)
+                        if fallback is not None:
+                            return fallback
+                        exc.headers["x-aigateway-attempts"] = str(len(ctx.attempts))
+                        raise
                     if not _may_fall_back(exc):
                         break
                     continue
                 if route.content_filter_fallback is not None and _filtered(reply):
-                    return await self._content_fallback(ctx, reply)
+                    fallback = await self._content_fallback(ctx)
+                    return fallback if fallback is not None else reply
                 return reply
             if failure is None:
                 raise InvalidRequest(
@@ -184,9 +189,10 @@ class Proxy:
         ctx.usage = Usage(self._prompt_tokens(ctx, model), output)
         ctx.usage_estimated = True
 
-    async def _content_fallback(self, ctx: RequestContext, refusal: GatewayError | Reply) -> Reply:
-        """A target refused on content policy: try the route's configured fallback once;
-        if that fails too, the caller gets the original refusal."""
+    async def _content_fallback(self, ctx: RequestContext) -> Reply | None:
+        """A target refused on content policy: try the route's configured fallback
+        once; None if that fails too (the caller then gets the original refusal,
+        raised or returned where it is held: no frame here keeps it)."""
         route = ctx.route
         assert route is not None and route.content_filter_fallback is not None
         target = route.content_filter_fallback
@@ -194,12 +200,7 @@ class Proxy:
         try:
             return await self._attempt(ctx, target, stats)
         except GatewayError:
-            if isinstance(refusal, GatewayError):
-                refusal.headers["x-aigateway-attempts"] = str(len(ctx.attempts))
-                raise refusal from None
-            return refusal
-        finally:
-            del refusal  # raised, its traceback holds this frame: no cycle through it
+            return None
 
     async def _with_retries(
         self, ctx: RequestContext, target: Target, stats: TargetStats, policy: RetryPolicy | None
