@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from aigateway.config.model import GatewayConfig, Guardrails
-from aigateway.redact import CARD, EMAIL, PHONE, SECRETS, luhn
+from aigateway.redact import CARD, EMAIL, EXACT_SECRETS, FOLDED_SECRETS, PHONE, luhn
 
 IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
 SSN = re.compile(r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b")
@@ -56,12 +56,6 @@ Spans = list[tuple[int, int]]
 _NUMERIC = frozenset({"phone", "card", "iban", "ssn", "ip"})
 
 
-#: (literal, pattern) of the secrets patterns: the case-sensitive ones, then
-#: those that ignore case (SECRETS's order: tests/test_redact.py)
-_EXACT = tuple((literal, pattern) for literal, folded, pattern in SECRETS if not folded)
-_FOLDED = tuple((literal, pattern) for literal, folded, pattern in SECRETS if folded)
-
-
 def _spans(rule: str, text: str) -> Spans:
     """Where ``rule`` matches ``text`` (a list: this runs on every check of a stream)."""
     if rule == "email":
@@ -77,9 +71,9 @@ def _spans(rule: str, text: str) -> Spans:
     if rule == "ip":
         return [m.span() for m in IPV4.finditer(text)] if "." in text else []
     if rule == "secrets":
-        found = [m.span() for lit, pat in _EXACT if lit in text for m in pat.finditer(text)]
+        found = [m.span() for lit, p in EXACT_SECRETS if lit in text for m in p.finditer(text)]
         lower = text.lower()
-        found += [m.span() for lit, pat in _FOLDED if lit in lower for m in pat.finditer(text)]
+        found += [m.span() for lit, p in FOLDED_SECRETS if lit in lower for m in p.finditer(text)]
         return found
     return []
 

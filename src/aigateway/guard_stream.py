@@ -304,20 +304,18 @@ class ChatStreamGuard:
                 stretch.append(_Texts(pos + quote + 1, [body], 0, end + 2, body, text))
                 pos = end + 2
                 continue
-            if stretch and _finish_only(event):
-                # the answer's end, and no text of its own: the stretch is checked
-                # as the last of the answer, and this event has nothing to change
-                # (unless the check stopped the answer: then its finish reason)
-                self._lay(stretch, edits, True)
-                stretch = []
-                if not self._withheld():
-                    pos = end + 2
-                    continue
-            chunk = Chunk(raw=event[6:])
+            # The answer's end with no text of its own, right after a stretch: the
+            # stretch is checked as the last of the answer, and this event has
+            # nothing to change (unless the check stopped the answer: then its
+            # finish reason becomes content_filter, the general way).
+            finish = bool(stretch) and _finish_only(event)
             if stretch:
-                self._lay(stretch, edits, self._finishes(chunk))
+                self._lay(stretch, edits, finish)
                 stretch = []
-            new = self._other(chunk, event)
+            if finish and not self._withheld():
+                pos = end + 2
+                continue
+            new = self._other(Chunk(raw=event[6:]), event)
             if new is not None:
                 edits.append((pos, end, new))
             pos = end + 2
@@ -414,21 +412,6 @@ class ChatStreamGuard:
         gate = self.gates.get(0)
         return gate is not None and gate.blocked is not None
 
-    def _finishes(self, chunk: Chunk) -> bool:
-        """The chunk ends choice 0 and brings no text of its own."""
-        try:
-            choices = chunk.data.get("choices")
-        except ValueError:
-            return False
-        if not isinstance(choices, list) or len(choices) != 1:
-            return False
-        choice = choices[0]
-        if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-            return False
-        delta = choice.get("delta")
-        text = delta.get("content") if isinstance(delta, dict) else None
-        return bool(choice.get("finish_reason")) and not text
-
     def _lay(self, stretch: list[_Texts], edits: list[tuple[int, int, bytes]], final: bool) -> None:
         """Gate a stretch's text; lay what comes out over its chunks (as ``edits``)."""
         gate = self.gates.get(0)
@@ -495,21 +478,28 @@ def _value_at(raw: bytes, at: int) -> int:
     return at
 
 
+def _choice_zero_only(raw: bytes) -> bool:
+    """The chunk has one choice, index 0, and no tool calls (byte searches: quotes
+    inside strings are escaped in JSON, so a key found is a key)."""
+    if raw.count(b'"index"') != 1 or b'"tool_calls"' in raw:
+        return False
+    value = _value_at(raw, raw.find(b'"index"') + 7)
+    if value < 0 or raw[value : value + 1] != b"0":
+        return False
+    return not raw[value + 1 : value + 2].isdigit()
+
+
 def _plain_text_at(raw: bytes) -> int:
     """Where the text of a chunk of one choice (index 0) that does not finish
     starts (its opening quote), or -1 for any other chunk. Byte searches only:
-    this runs for every chunk of a guarded stream. (Quotes inside strings are
-    escaped in JSON, so a key found is a key.)"""
-    if raw.count(b'"index"') != 1 or raw.count(b'"content"') != 1 or b'"tool_calls"' in raw:
+    this runs for every chunk of a guarded stream."""
+    if raw.count(b'"content"') != 1 or not _choice_zero_only(raw):
         return -1
     at = raw.find(b'"finish_reason"')
     if at >= 0:
         value = _value_at(raw, at + 15)
         if value < 0 or not raw.startswith(b"null", value):
             return -1
-    value = _value_at(raw, raw.find(b'"index"') + 7)
-    if value < 0 or raw[value : value + 1] != b"0" or raw[value + 1 : value + 2].isdigit():
-        return -1
     value = _value_at(raw, raw.find(b'"content"') + 9)
     if value < 0 or raw[value : value + 1] != b'"':
         return -1
@@ -517,18 +507,13 @@ def _plain_text_at(raw: bytes) -> int:
 
 
 def _finish_only(raw: bytes) -> bool:
-    """The event finishes choice 0, the only choice in it, and has no content key
-    at all (byte searches, as ``_plain_text_at``): nothing in it for the gate."""
-    if raw.count(b'"index"') != 1 or b'"content"' in raw or b'"tool_calls"' in raw:
+    """The chunk finishes choice 0, the only choice in it, and has no content key
+    at all: nothing in it for the gate."""
+    if b'"content"' in raw or not _choice_zero_only(raw):
         return False
     at = raw.find(b'"finish_reason"')
     value = _value_at(raw, at + 15) if at >= 0 else -1
-    if value < 0 or raw[value : value + 1] != b'"':
-        return False  # (null, or no finish reason)
-    value = _value_at(raw, raw.find(b'"index"') + 7)
-    return (
-        value >= 0 and raw[value : value + 1] == b"0" and not raw[value + 1 : value + 2].isdigit()
-    )
+    return value >= 0 and raw[value : value + 1] == b'"'  # a reason, not null
 
 
 def _string_end(raw: bytes, quote: int) -> int:

@@ -45,6 +45,12 @@ SECRETS: tuple[tuple[str, bool, re.Pattern[str]], ...] = (
         for word in ("api_key", "api-key", "apikey", "secret", "password", "passwd", "token")
     ),
 )
+#: (literal, pattern) of the patterns above: the case-sensitive ones, then those
+#: that ignore case (searched for in the lower-cased text). Checking them in this
+#: order is SECRETS's order while every case-sensitive one comes first there
+#: (tests/test_redact.py).
+EXACT_SECRETS = tuple((literal, pattern) for literal, folded, pattern in SECRETS if not folded)
+FOLDED_SECRETS = tuple((literal, pattern) for literal, folded, pattern in SECRETS if folded)
 _NO_DIGITS = str.maketrans("", "", "0123456789")
 #: shorter strings cannot hold anything the patterns look for
 _MIN_CHARS = 6
@@ -67,11 +73,8 @@ def _card(match: re.Match[str]) -> str:
 
 class Redactor:
     def __init__(self, config: Redaction) -> None:
-        secrets = SECRETS if config.secrets else ()
-        #: (literal, pattern): the case-sensitive ones, then those that ignore case
-        #: (in SECRETS's order: every case-sensitive one comes first there)
-        self._exact = tuple((lit, pat) for lit, folded, pat in secrets if not folded)
-        self._folded = tuple((lit, pat) for lit, folded, pat in secrets if folded)
+        self._exact = EXACT_SECRETS if config.secrets else ()
+        self._folded = FOLDED_SECRETS if config.secrets else ()
         self._emails = config.emails
         self._cards = config.card_numbers
         self._phones = config.phone_numbers
