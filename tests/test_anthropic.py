@@ -14,7 +14,7 @@ from aigateway.config.model import AnthropicProvider
 from aigateway.errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
 from aigateway.providers.anthropic import AnthropicAdapter, to_anthropic
 from aigateway.providers.base import Chunk
-from aigateway.wire import Usage
+from aigateway.usage import Usage
 from tests.conftest import OTHER_KEY, Gateway, GatewayFactory
 from tests.fakes import FakeAnthropic, Reply, anthropic_events, anthropic_message
 

@@ -161,7 +161,7 @@ def test_azure_answers_are_priced_by_their_host() -> None:
     from decimal import Decimal
 
     from aigateway.pricing import PriceBook
-    from aigateway.wire import Usage
+    from aigateway.usage import Usage
 
     config = AzureProvider.model_validate(
         {"type": "azure", "endpoint": "https://r.openai.azure.com"}

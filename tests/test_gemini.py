@@ -18,7 +18,7 @@ from aigateway.config.model import GeminiProvider
 from aigateway.errors import InvalidRequest, UpstreamProtocolError
 from aigateway.providers.base import Chunk
 from aigateway.providers.gemini import SIGNATURE, GeminiAdapter, to_gemini
-from aigateway.wire import Usage
+from aigateway.usage import Usage
 from tests.conftest import OTHER_KEY, GatewayFactory
 
 KEY = "AIza-SECRET-0123456789abcdef0123456789"

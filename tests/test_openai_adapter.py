@@ -11,7 +11,7 @@ from aigateway.errors import UpstreamProtocolError, UpstreamStatusError
 from aigateway.providers import base
 from aigateway.providers.base import StreamState
 from aigateway.providers.openai import OpenAIAdapter, openai_error
-from aigateway.wire import Usage
+from aigateway.usage import Usage
 from tests.fakes import chunk_events, completion
 
 ADAPTER = OpenAIAdapter("https://api.example.com/v1/", api_key="sk-abc", headers={"x-extra": "1"})

@@ -21,6 +21,7 @@ from aigateway.pipeline import (
     RequestContext,
     build_chain,
 )
+from aigateway.usage import Usage
 
 
 class Marks:
@@ -157,6 +158,8 @@ def _example(annotation: str) -> object:
         return {"x": 1}
     if annotation.startswith("Callable["):
         return _read
+    if annotation.startswith("Usage"):
+        return Usage(3, 4)
     return object()
 
 

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aigateway.config.model import Price
 from aigateway.pricing import PriceBook
-from aigateway.wire import Usage
+from aigateway.usage import Usage
 from tests.conftest import KEY, GatewayFactory
 
 OPENAI = "https://api.openai.com/v1"

@@ -1,8 +1,9 @@
 """The aiohttp application: routes, the edge (errors, request ids) and lifecycle.
 
-Each API handler reads the current runtime snapshot once and runs its pipeline;
-this module only turns replies into HTTP (JSON or SSE) and errors into the OpenAI
-error shape. Nothing a caller sends can produce an HTML page or a bare 500.
+Each API handler hands its request to ``respond`` (the pipeline on the current
+runtime snapshot, its reply as JSON or SSE, errors in the caller's error shape);
+this module holds the routes, the side endpoints and the lifecycle. Nothing a
+caller sends can produce an HTML page or a bare 500.
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from structlog.contextvars import bind_contextvars
 
 from aigateway import admin, jsonc
 from aigateway.accesslog import AccessLog, LineSink
@@ -40,20 +39,17 @@ from aigateway.metrics import Metrics
 from aigateway.middleware.parse import parse_json
 from aigateway.middleware.route import ResolveRoute
 from aigateway.observability import get_logger
-from aigateway.pipeline import CLIENT_CLOSED, Endpoint, JsonReply, RequestContext, StreamReply
+from aigateway.pipeline import JsonReply, RequestContext
 from aigateway.policy import token_needs
 from aigateway.promptlog import PromptLog, log_files
+from aigateway.providers.anthropic_inbound import error_body as anthropic_error_body
 from aigateway.providers.anthropic_inbound import (
-    EventWriter,
-    chat_to_message,
     messages_to_chat,
     validate_messages,
 )
-from aigateway.providers.anthropic_inbound import error_body as anthropic_error_body
-from aigateway.providers.anthropic_inbound import error_event as anthropic_error_event
-from aigateway.providers.base import Batch
 from aigateway.rebuild import spend_to_restore
 from aigateway.reload import Reloader
+from aigateway.respond import respond
 from aigateway.routing import RoutingState
 from aigateway.runtime import Runtime, RuntimeHolder, build_runtime
 from aigateway.state_fallback import open_store
@@ -83,26 +79,20 @@ from aigateway.web_common import (
     error_response,
 )
 
-_SSE_HEADERS = {
-    "content-type": "text/event-stream; charset=utf-8",
-    "cache-control": "no-cache",
-    "x-accel-buffering": "no",
-}
-
 # --- the API ---------------------------------------------------------------------------
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await _run(request, "chat")
+    return await respond(request, "chat")
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
-    return await _run(request, "embeddings")
+    return await respond(request, "embeddings")
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
     """The Anthropic Messages API (``?beta=true`` and other query strings ignored)."""
-    return await _run(request, "messages")
+    return await respond(request, "messages")
 
 
 async def count_tokens(request: web.Request) -> web.StreamResponse:
@@ -137,159 +127,6 @@ async def count_tokens(request: web.Request) -> web.StreamResponse:
 
 async def _resolved(ctx: RequestContext) -> JsonReply:
     return JsonReply(200, {})
-
-
-async def _run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
-    runtime = request.app[HOLDER].current
-    rid = request.app[REQUEST_IDS](request.headers)
-    max_bytes = runtime.config.server.max_body_bytes
-
-    async def read_body() -> bytes:
-        try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise PayloadTooLarge(
-                f"The request body is larger than the gateway's limit of {max_bytes} bytes."
-            ) from None
-        except (ConnectionError, HttpProcessingError, asyncio.IncompleteReadError) as exc:
-            # a broken chunked encoding, a bad Content-Encoding, a caller gone mid-body
-            raise InvalidRequest(
-                f"The request body could not be read ({type(exc).__name__})."
-            ) from None
-
-    # every log line of this request carries its id (the handler runs in its own task)
-    bind_contextvars(request_id=rid)
-    ctx = RequestContext(rid, endpoint, request.headers, read_body)
-    anthropic = endpoint == "messages"
-    try:
-        reply = await runtime.handler(ctx)
-    except GatewayError as exc:
-        response = error_response(exc, rid)
-        if anthropic:  # the caller's API, the caller's error shape
-            response.body = dumps(anthropic_error_body(exc))
-        response.headers.update(ctx.response_headers)  # x-ratelimit-* on refusals too
-        response.headers.update(exc.headers)
-        return response
-    except Exception:
-        return _internal_error(request, rid)
-    headers = {**ctx.response_headers, "x-request-id": rid}
-    if isinstance(reply, JsonReply):
-        headers["x-aigateway-overhead-ms"] = f"{ctx.overhead_ms():.3f}"
-        if anthropic and ctx.reply_format != "anthropic":
-            body = dumps(chat_to_message(reply.body, str(ctx.body.get("model", ""))))
-        else:
-            body = reply.raw if reply.raw is not None else dumps(reply.body)
-        return web.Response(
-            status=reply.status, body=body, headers=headers, content_type="application/json"
-        )
-    frames: _Frames = _Frames()
-    if anthropic:
-        frames = (
-            _RelayFrames()
-            if ctx.reply_format == "anthropic"
-            else _AnthropicFrames(str(ctx.body.get("model", "")))
-        )
-    return await _stream(
-        request,
-        reply,
-        {**headers, **_SSE_HEADERS, "x-aigateway-overhead-ms": f"{ctx.overhead_ms():.3f}"},
-        frames,
-    )
-
-
-_DONE = b"data: [DONE]\n\n"
-
-
-class _Frames:
-    """How a stream's batches reach the caller: OpenAI chunks, ``data: [DONE]``."""
-
-    def batch(self, batch: Batch) -> bytes:
-        return batch.encode()
-
-    def done(self) -> bytes:
-        return _DONE
-
-    def failed(self, exc: GatewayError) -> bytes:
-        # Bytes already reached the caller: no retry, no [DONE]; say what broke.
-        return b"data: " + dumps(exc.openai_body()) + b"\n\n"
-
-
-class _AnthropicFrames(_Frames):
-    """OpenAI chunks translated to the Anthropic event stream."""
-
-    def __init__(self, model: str) -> None:
-        self._writer = EventWriter(model)
-
-    def batch(self, batch: Batch) -> bytes:
-        return self._writer.feed([chunk.data for chunk in batch.all_chunks()])
-
-    def done(self) -> bytes:
-        return self._writer.end()
-
-    def failed(self, exc: GatewayError) -> bytes:
-        return anthropic_error_event(exc)
-
-
-class _RelayFrames(_Frames):
-    """An Anthropic upstream's own events, relayed as they came."""
-
-    def done(self) -> bytes:
-        return b""
-
-    def failed(self, exc: GatewayError) -> bytes:
-        return anthropic_error_event(exc)
-
-
-class _SSEResponse(web.StreamResponse):
-    """Sends its headers together with the first batch: one packet, not two (the
-    first batch is already in hand when the response starts)."""
-
-    _send_headers_immediately = False
-
-
-async def _stream(
-    request: web.Request, reply: StreamReply, headers: dict[str, str], frames: _Frames
-) -> web.StreamResponse:
-    resp = _SSEResponse(status=200, headers=headers)
-    stream = reply.stream
-    on_batch = reply.on_batch
-    ended = False
-    try:
-        await resp.prepare(request)
-        tail = b""
-        status: int = 200
-        error: str | None = None
-        try:
-            while (batch := await stream.next()) is not None:
-                for hook in on_batch:
-                    hook(batch)
-                if stream.finished:
-                    tail = frames.batch(batch)
-                    break
-                data = frames.batch(batch)
-                if data:
-                    await resp.write(data)
-            tail += frames.done()  # after the last batch: it may carry the usage
-        except GatewayError as exc:
-            tail = frames.failed(exc)
-            status, error = exc.status, exc.error_class
-        # The exchange is over: account for it (and commit its log row) before the
-        # caller gets the last bytes.
-        await stream.aclose()
-        ended = True
-        for end in reply.on_end:
-            end(status, error)
-        for wait in reply.before_tail:
-            await wait()
-        await resp.write_eof(tail)
-    except ConnectionError:
-        pass  # the caller went away: billed and logged as such below
-    finally:
-        if not ended:
-            await stream.aclose()
-            for end in reply.on_end:
-                end(CLIENT_CLOSED, "ClientClosed")
-    return resp
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -401,14 +238,6 @@ def _method_not_allowed(allowed: str) -> Any:
         return resp
 
     return handler
-
-
-def _internal_error(request: web.Request, rid: str) -> web.Response:
-    get_logger("aigateway.app").exception(
-        "unhandled error", path=request.path[:200], request_id=rid
-    )
-    failure = GatewayError("The gateway failed to handle this request.", code="internal_error")
-    return error_response(failure, rid)
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 
 from aigateway.config.model import Key, Project, Route, Target
 from aigateway.providers.base import Batch
-from aigateway.wire import Usage
+from aigateway.usage import Usage
 
 Endpoint = Literal["chat", "embeddings", "messages"]
 #: status recorded when the caller went away before the response was complete

@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 from aigateway.config.model import Price
-from aigateway.wire import Usage
+from aigateway.usage import Usage
 
 MILLION = Decimal(1_000_000)
 CACHE_TTL_S = 3600.0

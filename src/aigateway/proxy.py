@@ -42,7 +42,7 @@ from aigateway.routing import RoutingState, TargetStats
 from aigateway.scrub import scrub
 from aigateway.tokens import Tokenizer
 from aigateway.upstream import MAX_ERROR_BYTES, Transport, UpstreamResponse
-from aigateway.wire import Usage
+from aigateway.usage import Usage
 
 _FALLBACK_STATUSES = frozenset({401, 403, 404})
 

@@ -76,3 +76,10 @@ def error_response(exc: GatewayError, rid: str) -> web.Response:
         headers=headers,
         content_type="application/json",
     )
+
+
+class SSEResponse(web.StreamResponse):
+    """Sends its headers together with the first batch: one packet, not two (the
+    first batch is already in hand when the response starts)."""
+
+    _send_headers_immediately = False

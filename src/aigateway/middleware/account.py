@@ -14,7 +14,7 @@ from decimal import Decimal
 from aigateway.pipeline import Handler, JsonReply, Reply, RequestContext, StreamReply
 from aigateway.pricing import PriceBook
 from aigateway.providers.base import Batch, Chunk
-from aigateway.wire import Usage
+from aigateway.usage import Usage
 
 
 def usd(cost: Decimal) -> str:

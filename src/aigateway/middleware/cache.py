@@ -31,7 +31,7 @@ from aigateway.metrics import Metrics
 from aigateway.middleware.semantic import Probe, SemanticLookup
 from aigateway.pipeline import Handler, JsonReply, Reply, RequestContext, StreamReply
 from aigateway.providers.base import Batch, Chunk
-from aigateway.wire import Usage
+from aigateway.usage import Usage
 
 #: request fields that do not change the answer
 _IGNORED = frozenset({"stream", "stream_options", "user", "metadata", "store", "safety_identifier"})

@@ -42,7 +42,7 @@ from aigateway.policy import (
 )
 from aigateway.quota import Admission, LimitStore, Plan, Settlement
 from aigateway.tokens import Tokenizer
-from aigateway.wire import Usage
+from aigateway.usage import Usage
 
 #: (provider, model) → worst (input, output) USD per million tokens; None: unpriced
 WorstPrice = Callable[[str, str], tuple[Decimal, Decimal] | None]

@@ -14,7 +14,7 @@ from aigateway.errors import InvalidRequest, UnsupportedMediaType
 from aigateway.jsonc import loader
 from aigateway.pipeline import Handler, Reply, RequestContext
 from aigateway.providers.anthropic_inbound import messages_to_chat, validate_messages
-from aigateway.wire import validate_chat, validate_embeddings
+from aigateway.wire import MAX_MESSAGES, validate_chat, validate_embeddings
 
 #: deepest nesting accepted; far beyond any real request, far below the C stack
 MAX_DEPTH = 64
@@ -90,6 +90,56 @@ def _is_json_media(content_type: str | None) -> bool:
     return media in _LENIENT_MEDIA or media.endswith("+json")
 
 
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_MAX_INT = 2**63 - 1
+
+
+def plain_chat(body: dict[str, Any]) -> tuple[bool, bool] | None:
+    """``(stream, include_usage)`` of a chat request that ``wire.ChatRequest``
+    certainly accepts, checked without building it; None when unsure (then the
+    schema decides, and words the error).
+
+    Accepts a subset of what the schema does: a printable model name, messages
+    whose content is text or absent, and the optional fields with their plain
+    types (tests hold it to the schema). Content parts, odd names and anything
+    malformed take the schema's way."""
+    model = body.get("model")
+    if not isinstance(model, str) or not 0 < len(model) <= 256 or not model.isprintable():
+        return None
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not 0 < len(messages) <= MAX_MESSAGES:
+        return None
+    for message in messages:
+        if not isinstance(message, dict):
+            return None
+        role = message.get("role")
+        if not isinstance(role, str) or role not in _ROLES:
+            return None
+        content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            return None
+        name = message.get("name")
+        if name is not None and not isinstance(name, str):
+            return None
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        return None
+    usage = False
+    options = body.get("stream_options")
+    if options is not None:
+        if not isinstance(options, dict):
+            return None
+        wanted = options.get("include_usage", False)
+        if not isinstance(wanted, bool):
+            return None
+        usage = wanted
+    for field, most in (("max_tokens", _MAX_INT), ("max_completion_tokens", _MAX_INT), ("n", 128)):
+        value = body.get(field)
+        if value is not None and not (type(value) is int and 1 <= value <= most):
+            return None
+    return stream, usage
+
+
 class ParseBody:
     async def __call__(self, ctx: RequestContext, call_next: Handler) -> Reply:
         if not _is_json_media(ctx.headers.get("content-type")):
@@ -98,9 +148,11 @@ class ParseBody:
             )
         body = parse_json(await ctx.read_body())
         if ctx.endpoint == "chat":
-            req = validate_chat(body)
-            ctx.stream = req.stream
-            ctx.client_wants_usage = bool(req.stream_options and req.stream_options.include_usage)
+            plain = plain_chat(body)
+            if plain is None:
+                req = validate_chat(body)  # the schema's own verdict, and its error
+                plain = req.stream, bool(req.stream_options and req.stream_options.include_usage)
+            ctx.stream, ctx.client_wants_usage = plain
         elif ctx.endpoint == "messages":
             validate_messages(body)
             ctx.anthropic_body = body

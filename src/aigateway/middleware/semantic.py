@@ -30,7 +30,7 @@ from aigateway.errors import GatewayError
 from aigateway.metrics import Metrics
 from aigateway.pipeline import Handler, JsonReply, RequestContext
 from aigateway.semantic_store import SemanticStore, Vector, unit
-from aigateway.wire import Usage
+from aigateway.usage import Usage
 
 #: longer last messages are not embedded (embedding models take ~8k tokens)
 MAX_TEXT_CHARS = 16_000

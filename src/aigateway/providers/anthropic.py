@@ -35,7 +35,7 @@ from aigateway.providers.base import (
     tool_call,
 )
 from aigateway.sse import SSEDecoder, SSEEvent
-from aigateway.wire import Usage
+from aigateway.usage import Usage
 
 FINISH = {
     "end_turn": "stop",

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from aigateway.errors import UpstreamProtocolError, UpstreamStatusError
 from aigateway.jsonc import dumpb, loads
 from aigateway.sse import SSEDecoder, SSEError, SSEEvent
-from aigateway.wire import Usage
+from aigateway.usage import Usage
 
 # --- small helpers every adapter uses -----------------------------------------------
 

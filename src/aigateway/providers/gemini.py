@@ -34,7 +34,7 @@ from aigateway.providers.base import (
     text_of,
 )
 from aigateway.sse import SSEDecoder, SSEEvent
-from aigateway.wire import Usage
+from aigateway.usage import Usage
 
 SIGNATURE = "~sig~"
 _FILTERED = {

@@ -25,7 +25,7 @@ from aigateway.providers.base import (
     sse_events,
 )
 from aigateway.sse import SSEDecoder, SSEEvent
-from aigateway.wire import Usage
+from aigateway.usage import Usage
 
 
 class OpenAIAdapter:
