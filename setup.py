@@ -19,12 +19,14 @@ from setuptools import setup
 #: modules left interpreted (mypyc cannot compile those)
 COMPILED = (
     "accesslog",
+    "jsonc",
     "keys",
     "guard",
     "guard_stream",
     "ledger",
     "limits",
     "metrics",
+    "octets",
     "pipeline",
     "policy",
     "pricing",

@@ -201,9 +201,12 @@ def test_chunks_of_one_read_are_checked_together() -> None:
     assert clean.parts == [whole] and clean.parts[0] is whole
 
 
+#: plain texts, escapes and long texts mixed: the read-at-once
+#: loop stops at each and goes on after it
 MIXED = [
     "Plain ", "text, ", 'a "quoted" bit ', "back\\slash ", "", "ünï ", "mail ann@",
-    "x.org ", "more ", "and more ", "café ", "then ", "the end, bob@y.io",
+    "x.org ", "more ", "and more ", "café ", "then ", "long " * 300, "after it ",
+    "a\nnew line ", "tab\tbed ", "and " * 220, "the end, bob@y.io",
 ]  # fmt: skip
 
 

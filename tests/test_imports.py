@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "wire": 0,
     "usage": 0,
     "jsonc": 0,
+    "octets": 0,
     "config": 0,
     "config.model": 0,
     "config.load": 1,

@@ -157,10 +157,16 @@ def merge(*layers: Guardrails | None) -> Guardrails | None:
     return Guardrails.model_validate({**values, "patterns": patterns, "injection_phrases": phrases})
 
 
+def _has_injection_word(lower: str) -> bool:
+    """Whether lower-cased ASCII text holds a word every built-in phrase has (the
+    text lower-cased once, not per word: this runs on every check of a stream)."""
+    return any(word in lower for word in INJECTION_WORDS)
+
+
 def _injection(phrases: re.Pattern[str] | None, text: str) -> Spans:
     """Where the built-in injection phrases, then the configured ones, match."""
     found: Spans = []
-    if not text.isascii() or any(word in text.lower() for word in INJECTION_WORDS):
+    if not text.isascii() or _has_injection_word(text.lower()):
         found = [m.span() for m in _INJECTION.finditer(text)]
     if phrases is not None:
         found += [m.span() for m in phrases.finditer(text)]

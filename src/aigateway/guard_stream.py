@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from aigateway.guard import Rules
 from aigateway.jsonc import dumpb, quoteb
+from aigateway.octets import BACKSLASH, LF, QUOTE
 from aigateway.providers.base import Batch, Chunk, content_text
 
 #: characters held at most while a match or a private key block is still open
@@ -146,6 +147,12 @@ class TextGate:
         keep = max(0, cut - self._window)  # context for the next check
         self._text, self._start = text[keep:], cut - keep
         return "".join(out)
+
+
+def _text_alone(piece: bytes) -> bool:
+    """Bytes that can only be the inside of a JSON string on one line: no quote,
+    no escape, no newline."""
+    return not (QUOTE in piece or BACKSLASH in piece or LF in piece)
 
 
 class Ending(Protocol):
@@ -333,13 +340,15 @@ class ChatStreamGuard:
 
     def _alike(self, run: bytes, pos: int) -> _Texts | None:
         """The events from ``pos`` on that are the last plain chunk's bytes with
-        other text in between (text without quotes or escapes), read in one loop:
-        an event is alike if it starts with those bytes before the text and ends
-        with those after it. None if the event at ``pos`` is not one of them.
+        other text in between (text without quotes, escapes or newlines), read in
+        one loop: an event is alike if it starts with those bytes before the text
+        and ends with those after it. None if the event at ``pos`` is not one of them.
 
-        Sound because what lies between them is a piece of text without a quote:
-        the event is then the plain chunk's JSON with another string in it (an
-        event is one line, so its end is the first blank line after ``pos``)."""
+        Sound because what lies between them is a piece of text without a quote or
+        a newline: the event is then the plain chunk's JSON with another string in
+        it, on one line. The loop stops at the first event that is not alike (a
+        text with escapes among them): it reads each event once, so a read of texts
+        with and without escapes in turn stays linear."""
         prefix, suffix = self._around
         if not prefix or not run.startswith(prefix, pos) or self._withheld():
             return None
@@ -351,24 +360,19 @@ class ChatStreamGuard:
             close = end - len(suffix)
             if end < 2 or close < at or run[close:end] != suffix:
                 break  # not alike
-            pieces.append(run[at:close])
+            piece = run[at:close]
+            if not _text_alone(piece):
+                break
+            pieces.append(piece)
             if not run.startswith(prefix, end):
                 break
             at = end + len(prefix)
-        whole = b"".join(pieces)
-        if b'"' in whole or b"\\" in whole:  # a text with escapes: up to the one before
-            kept = 0
-            for piece in pieces:
-                if b'"' in piece or b"\\" in piece:
-                    break
-                kept += 1
-            del pieces[kept:]
-            whole = b"".join(pieces)
         if not pieces:
             return None
-        after = start + sum(map(len, pieces)) + (len(pieces) - 1) * len(self._between)
-        after += len(suffix)
-        return _Texts(start, pieces, len(self._between), after, whole)
+        gap = len(self._between)
+        whole = b"".join(pieces)
+        after = start + len(whole) + (len(pieces) - 1) * gap + len(suffix)
+        return _Texts(start, pieces, gap, after, whole)
 
     def _plain(self, event: bytes) -> tuple[int, int, str] | None:
         """(opening quote, closing quote, text) of a plain chunk's content in the
@@ -481,7 +485,7 @@ def _value_at(raw: bytes, at: int) -> int:
 def _choice_zero_only(raw: bytes) -> bool:
     """The chunk has one choice, index 0, and no tool calls (byte searches: quotes
     inside strings are escaped in JSON, so a key found is a key)."""
-    if raw.count(b'"index"') != 1 or b'"tool_calls"' in raw:
+    if raw.count(b'"index"') != 1 or raw.find(b'"tool_calls"') >= 0:
         return False
     value = _value_at(raw, raw.find(b'"index"') + 7)
     if value < 0 or raw[value : value + 1] != b"0":
@@ -509,7 +513,7 @@ def _plain_text_at(raw: bytes) -> int:
 def _finish_only(raw: bytes) -> bool:
     """The chunk finishes choice 0, the only choice in it, and has no content key
     at all: nothing in it for the gate."""
-    if b'"content"' in raw or not _choice_zero_only(raw):
+    if raw.find(b'"content"') >= 0 or not _choice_zero_only(raw):
         return False
     at = raw.find(b'"finish_reason"')
     value = _value_at(raw, at + 15) if at >= 0 else -1

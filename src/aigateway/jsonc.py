@@ -34,19 +34,20 @@ def _default(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-if _c_make_encoder is not None and _c_quote is not None:
-    # (markers, default, encoder, indent, key separator, item separator, sort_keys,
-    #  skipkeys, allow_nan): json.dumps's own C encoder, made once
-    _encode = _c_make_encoder(None, _default, _c_quote, None, ":", ",", False, False, True)
+#: (markers, default, encoder, indent, key separator, item separator, sort_keys,
+#:  skipkeys, allow_nan): json.dumps's own C encoder, made once
+_encode: Any = (
+    _c_make_encoder(None, _default, _c_quote, None, ":", ",", False, False, True)
+    if _c_make_encoder is not None and _c_quote is not None
+    else None  # (CPython always has the C accelerator)
+)
+_slow = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
-    def dumps(obj: Any) -> str:
-        return "".join(_encode(obj, 0))
 
-else:  # pragma: no cover - CPython always has the C accelerator
-    _slow = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-    def dumps(obj: Any) -> str:
+def dumps(obj: Any) -> str:
+    if _encode is None:  # pragma: no cover
         return _slow(obj)
+    return "".join(_encode(obj, 0))
 
 
 _ascii = json.JSONEncoder(separators=(",", ":")).encode

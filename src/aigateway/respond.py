@@ -12,10 +12,9 @@ import asyncio
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from structlog.contextvars import bind_contextvars
 
 from aigateway.errors import GatewayError, InvalidRequest, PayloadTooLarge
-from aigateway.observability import get_logger
+from aigateway.observability import REQUEST_ID, get_logger
 from aigateway.pipeline import CLIENT_CLOSED, Endpoint, JsonReply, RequestContext, StreamReply
 from aigateway.providers.anthropic_inbound import EventWriter, chat_to_message
 from aigateway.providers.anthropic_inbound import error_body as anthropic_error_body
@@ -59,7 +58,7 @@ async def respond(request: web.Request, endpoint: Endpoint) -> web.StreamRespons
     runtime = request.app[HOLDER].current
     rid = request.app[REQUEST_IDS](request.headers)
     # every log line of this request carries its id (the handler runs in its own task)
-    bind_contextvars(request_id=rid)
+    REQUEST_ID.set(rid)
     ctx = RequestContext(
         rid, endpoint, request.headers, _Body(request, runtime.config.server.max_body_bytes)
     )

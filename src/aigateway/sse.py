@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from aigateway.octets import CR, LF
+
 
 class SSEError(ValueError):
     pass
@@ -29,7 +31,7 @@ class SSEDecoder:
         self._max = max_event_bytes
 
     def feed(self, data: bytes) -> list[SSEEvent]:
-        if b"\n" not in data and b"\r" not in data:
+        if LF not in data and CR not in data:
             self._parts.append(data)
             self._size += len(data)
             if len(self._buf) + self._size > self._max:
@@ -40,7 +42,7 @@ class SSEDecoder:
             self._parts.clear()
             self._size = 0
         buf = self._buf + data if self._buf else data
-        if b"\r" in buf:
+        if CR in buf:
             # A CR at the very end may be the first half of a CRLF: keep it back.
             held = buf.endswith(b"\r")
             if held:
@@ -54,7 +56,7 @@ class SSEDecoder:
             raise SSEError(f"an event is larger than {self._max} bytes")
         events: list[SSEEvent] = []
         for block in blocks:
-            if block[:6] == b"data: " and b"\n" not in block:
+            if block[:6] == b"data: " and LF not in block:
                 events.append(SSEEvent(block[6:]))  # the common case: one data line
             else:
                 event = _parse_block(block)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from aigateway.accesslog import AccessLog, RequestLine
+from aigateway.accesslog import AccessLog
 from aigateway.errors import GatewayError
 from aigateway.metrics import Metrics
 from aigateway.pipeline import CLIENT_CLOSED, Handler, Reply, RequestContext, StreamReply
@@ -102,27 +102,25 @@ class Observe:
             m.attempts.inc((attempt.provider, outcome))
         first_byte = ctx.first_byte_s
         cost_usd = ctx.cost_usd
-        self._log.write(
-            RequestLine(
-                ctx.request_id,
-                ctx.endpoint,
-                ctx.key.id if ctx.key else None,
-                ctx.project_name,
-                ctx.route_name,
-                target.provider if target else None,
-                ctx.served_model,
-                ctx.stream,
-                status,
-                error,
-                len(ctx.attempts),
-                round(wall * 1000, 2),
-                round(overhead * 1000, 3),
-                None if first_byte is None else round(first_byte * 1000, 2),
-                usage.prompt_tokens if usage else None,
-                usage.completion_tokens if usage else None,
-                None if usage is None else ("estimated" if ctx.usage_estimated else "provider"),
-                None if cost_usd is None else float(cost_usd),
-            )
+        self._log.request(
+            ctx.request_id,
+            ctx.endpoint,
+            ctx.key.id if ctx.key else None,
+            ctx.project_name,
+            ctx.route_name,
+            target.provider if target else None,
+            ctx.served_model,
+            ctx.stream,
+            status,
+            error,
+            len(ctx.attempts),
+            round(wall * 1000, 2),
+            round(overhead * 1000, 3),
+            None if first_byte is None else round(first_byte * 1000, 2),
+            usage.prompt_tokens if usage else None,
+            usage.completion_tokens if usage else None,
+            None if usage is None else ("estimated" if ctx.usage_estimated else "provider"),
+            None if cost_usd is None else float(cost_usd),
         )
 
 

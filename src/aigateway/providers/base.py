@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from aigateway.errors import UpstreamProtocolError, UpstreamStatusError
 from aigateway.jsonc import dumpb, loads
+from aigateway.octets import BACKSLASH
 from aigateway.sse import SSEDecoder, SSEError, SSEEvent
 from aigateway.usage import Usage
 
@@ -217,7 +218,7 @@ def content_text(raw: bytes) -> str:
 def _strings(pattern: re.Pattern[bytes], raw: bytes) -> str:
     out = []
     for m in pattern.findall(raw):
-        if b"\\" not in m:  # nothing to unescape: what json.loads would give, cheaper
+        if BACKSLASH not in m:  # nothing to unescape: what json.loads would give, cheaper
             out.append(m.decode("utf-8", "replace"))
             continue
         try:

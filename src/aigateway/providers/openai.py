@@ -14,6 +14,7 @@ from typing import Any
 
 from aigateway.errors import UpstreamProtocolError, UpstreamStatusError
 from aigateway.jsonc import dumpb
+from aigateway.octets import BACKSLASH, CR, LF
 from aigateway.providers.base import (
     Batch,
     Chunk,
@@ -173,7 +174,7 @@ class OpenAIStreamDecoder:
         self.state = StreamState()
 
     def feed(self, data: bytes) -> Batch:
-        if b"\n" not in data and b"\r" not in data:
+        if LF not in data and CR not in data:
             self._parts.append(data)  # no event can end here
             if len(self._pending) + sum(map(len, self._parts)) > MAX_EVENT_BYTES:
                 raise UpstreamProtocolError("The provider sent an oversized stream event.")
@@ -182,7 +183,7 @@ class OpenAIStreamDecoder:
             data = b"".join(self._parts) + data
             self._parts.clear()
         buf = self._pending + data if self._pending else data
-        if b"\r" in buf:
+        if CR in buf:
             held = buf.endswith(b"\r")  # maybe half of a CRLF
             buf = buf[:-1] if held else buf
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + (b"\r" if held else b"")
@@ -270,7 +271,7 @@ def _top_level_model(events: bytes, end: int) -> str | None:
         return None
     close = events.find(b'"', start + 1, end)
     value = events[start + 1 : close]
-    if close < 0 or b"\\" in value:
+    if close < 0 or BACKSLASH in value:
         return None
     try:
         return value.decode("utf-8")
