@@ -163,6 +163,16 @@ def test_unusual_framing_is_parsed_and_reframed(stream: bytes, size: int) -> Non
     assert state.output_chars == 1
 
 
+@pytest.mark.parametrize("size", [1, 7, 1000])
+def test_done_without_its_space_ends_the_stream_and_done_in_text_is_text(size: int) -> None:
+    text = b'data: {"model":"m","choices":[{"delta":{"content":"say data: [DONE] now"}}]}\n\n'
+    stream = text + b'data: {"choices":[{"delta":{"content":"x"}}]}\n\ndata:[DONE]\n\n'
+    out, state = relay(stream + b'data: {"choices":[{"delta":{"content":"late"}}]}\n\n', size)
+    assert out == stream[: -len(b"data:[DONE]\n\n")]  # nothing after [DONE]
+    assert state.finished and state.served_model == "m"
+    assert state.output_chars == len("say data: [DONE] now") + 1
+
+
 _REST = b'data: {"choices":[{"delta":{"content":"x"}}]}\n\ndata: [DONE]\n\n'
 
 

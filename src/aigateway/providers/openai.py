@@ -159,7 +159,9 @@ def _str_or_none(value: Any) -> str | None:
 # up to the first event that needs a look inside (an error, a usage object, [DONE]).
 # Only those, and the stream's first chunk (for the served model), are parsed.
 # ("usage": null, on every chunk of an OpenAI stream with include_usage, is plain.)
-_MARKERS = (b'"error"', b"[DONE]")
+# (``data: [DONE]``, the longer needle, is found faster; an event written
+# ``data:[DONE]`` fails the framing check instead, and the read is parsed.)
+_MARKERS = (b'"error"', b"data: [DONE]")
 _JSON_SPACE = (b" ", b"\t")  # (no newlines inside a one-line event)
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 
@@ -174,6 +176,8 @@ class OpenAIStreamDecoder:
         self.state = StreamState()
 
     def feed(self, data: bytes) -> Batch:
+        if self.state.finished:
+            return Batch()  # nothing after [DONE]
         if LF not in data and CR not in data:
             self._parts.append(data)  # no event can end here
             if len(self._pending) + sum(map(len, self._parts)) > MAX_EVENT_BYTES:
