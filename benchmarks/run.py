@@ -547,9 +547,9 @@ def report(results: list[Result], conns: list[int], rss: dict[str, float]) -> No
         ("minimal_json", "a config without limits, guardrails or caches anywhere"),
         ("minimal_sse", "a config without limits, guardrails or caches anywhere"),
     ):
-        if not any(r.kind == kind for r in results):
-            continue
         plain = PLAIN.get(kind, "json")
+        if not any(r.kind == kind for r in results) or not any(r.kind == plain for r in results):
+            continue  # (a feature is compared with its plain path only when both ran)
         parts = []
         for c in conns:
             ratio = med("gateway", kind, c, "rps") / med("gateway", plain, c, "rps")

@@ -29,3 +29,15 @@ def test_the_report_with_another_build_measured_on_some_scenarios(
     assert "minimal_json" in out.split("--compare")[0]  # in the main table only
     assert "minimal_json" not in out.split("--compare")[1].split("failover")[0]
     assert "other build 138.0 MiB" in out and "success rate 100.0000%" in out
+
+
+def test_a_feature_is_compared_with_its_plain_path_only_when_both_ran(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plain = ("direct", "baseline", "gateway")
+    rss = {"baseline": 45.0, "gateway": 140.0, "minimal": 70.0}
+    bench.report(results({"sse": plain, "governed": plain, "guarded_sse": plain}), [1, 32], rss)
+    out = capsys.readouterr().out
+    assert "nan" not in out
+    assert "guardrails on streamed answers (every detector) vs the plain SSE path" in out
+    assert "governance chain" not in out  # its plain path (JSON) did not run
