@@ -88,48 +88,6 @@ class RequestLine(NamedTuple):
     usage_source: str | None
     cost_usd: float | None
 
-    def json(self, stamp: str) -> str:
-        """The line as ``json.dumps`` (``ensure_ascii=False``) writes it, with the
-        event, level and timestamp structlog lines have."""
-        return _json_line(stamp, *self)
-
-
-def _json_line(
-    stamp: str,
-    request_id: str,
-    endpoint: str,
-    key_id: str | None,
-    project: str | None,
-    route: str | None,
-    provider: str | None,
-    model: str | None,
-    stream: bool,
-    status: int,
-    error_class: str | None,
-    attempts: int,
-    latency_ms: float,
-    overhead_ms: float,
-    ttfb_ms: float | None,
-    prompt_tokens: int | None,
-    completion_tokens: int | None,
-    usage_source: str | None,
-    cost_usd: float | None,
-) -> str:
-    """``RequestLine.json`` from the fields themselves: one f-string, no dict."""
-    return (
-        f'{{"request_id": {quote(request_id)}, "endpoint": {quote(endpoint)}, '
-        f'"key_id": {_text(key_id)}, "project": {_text(project)}, '
-        f'"route": {_text(route)}, "provider": {_text(provider)}, '
-        f'"model": {_text(model)}, "stream": {"true" if stream else "false"}, '
-        f'"status": {status!r}, "error_class": {_text(error_class)}, '
-        f'"attempts": {attempts!r}, "latency_ms": {_number(latency_ms)}, '
-        f'"overhead_ms": {_number(overhead_ms)}, "ttfb_ms": {_number(ttfb_ms)}, '
-        f'"prompt_tokens": {_number(prompt_tokens)}, '
-        f'"completion_tokens": {_number(completion_tokens)}, '
-        f'"usage_source": {_text(usage_source)}, "cost_usd": {_number(cost_usd)}, '
-        f'"event": "request", "level": "info", "timestamp": "{stamp}"}}'
-    )
-
 
 class AccessLog:
     """The one line per request, in the same shape as the structlog lines.
@@ -179,12 +137,20 @@ class AccessLog:
         """The line of one request, its fields in ``RequestLine``'s order (the
         request path passes them as they are: no tuple built per request)."""
         stamp = self._stamp()
-        if self._json:
-            text = _json_line(
-                stamp, request_id, endpoint, key_id, project, route, provider, model, stream,
-                status, error_class, attempts, latency_ms, overhead_ms, ttfb_ms, prompt_tokens,
-                completion_tokens, usage_source, cost_usd,
-            )  # fmt: skip
+        if self._json:  # what json.dumps (ensure_ascii=False) writes: one f-string, no dict
+            text = (
+                f'{{"request_id": {quote(request_id)}, "endpoint": {quote(endpoint)}, '
+                f'"key_id": {_text(key_id)}, "project": {_text(project)}, '
+                f'"route": {_text(route)}, "provider": {_text(provider)}, '
+                f'"model": {_text(model)}, "stream": {"true" if stream else "false"}, '
+                f'"status": {status!r}, "error_class": {_text(error_class)}, '
+                f'"attempts": {attempts!r}, "latency_ms": {_number(latency_ms)}, '
+                f'"overhead_ms": {_number(overhead_ms)}, "ttfb_ms": {_number(ttfb_ms)}, '
+                f'"prompt_tokens": {_number(prompt_tokens)}, '
+                f'"completion_tokens": {_number(completion_tokens)}, '
+                f'"usage_source": {_text(usage_source)}, "cost_usd": {_number(cost_usd)}, '
+                f'"event": "request", "level": "info", "timestamp": "{stamp}"}}'
+            )
         else:
             line = RequestLine(
                 request_id, endpoint, key_id, project, route, provider, model, stream, status,
