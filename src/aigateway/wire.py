@@ -7,16 +7,22 @@ fields we do not know about still reach the provider unchanged.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar, cast
+from typing import Annotated, Any, Literal, TypeVar, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from aigateway.errors import InvalidRequest
 
-ModelName = Annotated[
-    str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
-]
+#: the schema's limits, shared with the parse step's fast check (``parse.plain_chat``)
+MAX_MODEL_CHARS = 256
 MAX_MESSAGES = 100_000
+MAX_CHOICES = 128
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+ROLES = frozenset(get_args(Role))
+ModelName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_MODEL_CHARS, pattern=r"^[^\x00-\x1f\x7f]+$"),
+]
 _M = TypeVar("_M", bound=BaseModel)
 
 
@@ -29,7 +35,7 @@ class ContentPart(_Open):
 
 
 class ChatMessage(_Open):
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    role: Role
     content: str | list[ContentPart] | None = None
     name: str | None = None
 
@@ -45,7 +51,7 @@ class ChatRequest(_Open):
     stream_options: StreamOptions | None = None
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
-    n: Annotated[int, Field(ge=1, le=128)] | None = None
+    n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] | None = None
 
 
 class EmbeddingsRequest(_Open):

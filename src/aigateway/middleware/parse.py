@@ -14,7 +14,14 @@ from aigateway.errors import InvalidRequest, UnsupportedMediaType
 from aigateway.jsonc import loader
 from aigateway.pipeline import Handler, Reply, RequestContext
 from aigateway.providers.anthropic_inbound import messages_to_chat, validate_messages
-from aigateway.wire import MAX_MESSAGES, validate_chat, validate_embeddings
+from aigateway.wire import (
+    MAX_CHOICES,
+    MAX_MESSAGES,
+    MAX_MODEL_CHARS,
+    ROLES,
+    validate_chat,
+    validate_embeddings,
+)
 
 #: deepest nesting accepted; far beyond any real request, far below the C stack
 MAX_DEPTH = 64
@@ -90,8 +97,9 @@ def _is_json_media(content_type: str | None) -> bool:
     return media in _LENIENT_MEDIA or media.endswith("+json")
 
 
-_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _MAX_INT = 2**63 - 1
+#: the optional integer fields and their largest plain value (all at least 1)
+_COUNTS = (("max_tokens", _MAX_INT), ("max_completion_tokens", _MAX_INT), ("n", MAX_CHOICES))
 
 
 def plain_chat(body: dict[str, Any]) -> tuple[bool, bool] | None:
@@ -104,7 +112,9 @@ def plain_chat(body: dict[str, Any]) -> tuple[bool, bool] | None:
     types (tests hold it to the schema). Content parts, odd names and anything
     malformed take the schema's way."""
     model = body.get("model")
-    if not isinstance(model, str) or not 0 < len(model) <= 256 or not model.isprintable():
+    if not isinstance(model, str) or not 0 < len(model) <= MAX_MODEL_CHARS:
+        return None
+    if not model.isprintable():
         return None
     messages = body.get("messages")
     if not isinstance(messages, list) or not 0 < len(messages) <= MAX_MESSAGES:
@@ -113,7 +123,7 @@ def plain_chat(body: dict[str, Any]) -> tuple[bool, bool] | None:
         if not isinstance(message, dict):
             return None
         role = message.get("role")
-        if not isinstance(role, str) or role not in _ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             return None
         content = message.get("content")
         if content is not None and not isinstance(content, str):
@@ -133,7 +143,7 @@ def plain_chat(body: dict[str, Any]) -> tuple[bool, bool] | None:
         if not isinstance(wanted, bool):
             return None
         usage = wanted
-    for field, most in (("max_tokens", _MAX_INT), ("max_completion_tokens", _MAX_INT), ("n", 128)):
+    for field, most in _COUNTS:
         value = body.get(field)
         if value is not None and not (type(value) is int and 1 <= value <= most):
             return None
