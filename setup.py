@@ -23,6 +23,7 @@ COMPILED = (
     "keys",
     "guard",
     "guard_stream",
+    "http1",
     "ledger",
     "limits",
     "metrics",

@@ -324,6 +324,13 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="write raw results here")
     ap.add_argument("--kinds", default=",".join(KINDS), help="scenarios to run (default: all)")
     ap.add_argument(
+        "--baseline-client",
+        choices=("aiohttp", "http1"),
+        default="aiohttp",
+        help="the baseline's upstream client: aiohttp's (the default), or the gateway's "
+        "own (aiohttp's server, the gateway's client, nothing in between)",
+    )
+    ap.add_argument(
         "--compare",
         metavar="PYTHON",
         help="also measure the gateway run by this interpreter (another build of aigateway, "
@@ -389,7 +396,13 @@ def main() -> int:
         # one under load uses it. Each scenario measures direct, baseline and gateway
         # back to back, so drifting machine noise hits all three alike.
         baseline = Proc(
-            [sys.executable, str(HERE / "baseline_proxy.py"), str(base_port), upstream],
+            [
+                sys.executable,
+                str(HERE / "baseline_proxy.py"),
+                str(base_port),
+                upstream,
+                args.baseline_client,
+            ],
             base_port,
             tmp / "baseline.log",
         )

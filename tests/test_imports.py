@@ -58,6 +58,7 @@ LAYERS: dict[str, int] = {
     "metrics": 2,
     "middleware": 3,
     "upstream": 3,
+    "http1": 3,
     "mock_transport": 3,
     "proxy": 3,
     "runtime": 4,

@@ -293,22 +293,19 @@ async def test_an_outage_cannot_multiply_upstream_traffic(gw) -> None:
     assert 100 < g.upstream.calls_to("dead") <= 1.2 * 100 + 10
 
 
-async def test_each_providers_timeouts_reach_aiohttp_also_after_a_reload() -> None:
-    """Converted timeouts are kept by the settings' identity: settings made later
-    (a reload) get their own, even when the old ones are gone and the id is reused."""
-    seen: list[aiohttp.ClientTimeout] = []
+async def test_each_providers_timeouts_reach_the_client() -> None:
+    """connect_s, read_s and total_s of the provider's settings are what the
+    client is given, for every request."""
+    seen: list[tuple[float, float, float | None]] = []
 
-    class Session:
-        async def request(self, *args: object, timeout: aiohttp.ClientTimeout, **kw: object):
-            seen.append(timeout)
-            return SimpleNamespace(status=200, headers={})  # all open() reads of it
+    class Client:
+        async def request(self, *args: object, connect_s: float, read_s: float,
+                          total_s: float | None) -> object:  # fmt: skip
+            seen.append((connect_s, read_s, total_s))
+            return SimpleNamespace(status=200, headers={})
 
-    transport = HttpTransport(Session())  # type: ignore[arg-type]
+    transport = HttpTransport(Client())  # type: ignore[arg-type]
     req = UpstreamRequest("POST", "http://127.0.0.1:9/x", {}, b"{}")
-    for read in (1.0, 2.0, 3.0, 2.0):
-        await transport.open(req, Timeouts(read_s=read))  # each dies after the call
-    kept = Timeouts(read_s=7.0)
-    await transport.open(req, kept)
-    await transport.open(req, kept)
-    assert [t.sock_read for t in seen] == [1.0, 2.0, 3.0, 2.0, 7.0, 7.0]
-    assert seen[-1] is seen[-2]  # converted once
+    await transport.open(req, Timeouts(read_s=2.0))
+    await transport.open(req, Timeouts(connect_s=1.5, read_s=3.0, total_s=9.0))
+    assert seen == [(10.0, 2.0, None), (1.5, 3.0, 9.0)]

@@ -56,7 +56,7 @@ from aigateway.state_fallback import open_store
 from aigateway.state_memory import MemoryStore
 from aigateway.tasks import Tasks
 from aigateway.tokens import Tokenizer
-from aigateway.upstream import HttpTransport, new_session
+from aigateway.upstream import HttpTransport, new_client
 from aigateway.web_common import (
     ACCESS_LOG,
     CACHE,
@@ -244,11 +244,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     loaded = app[LOADED]
     metrics = app[METRICS]
     log = get_logger("aigateway")
-    session = new_session(loaded.config.server.upstream_max_connections)
+    client = new_client(loaded.config.server.upstream_max_connections)
     tasks = app[TASKS] = Tasks(log)
     stop_watching = asyncio.Event()
     try:
-        http = HttpTransport(session)
+        http = HttpTransport(client)
         # Outlives reloads: unchanged targets keep their statistics and breakers.
         routing = RoutingState(clock=time.monotonic)
         metrics.routing = routing
@@ -339,7 +339,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             await app[CACHE].close()
         if SEMANTIC in app:
             await app[SEMANTIC].close()
-        await session.close()
+        client.close()
 
 
 async def _not_ready(app: web.Application) -> None:

@@ -13,3 +13,5 @@ LF: Final = 0x0A  # b"\n"
 CR: Final = 0x0D  # b"\r"
 QUOTE: Final = 0x22  # b'"'
 BACKSLASH: Final = 0x5C  # b"\\"
+SPACE: Final = 0x20  # b" "
+TAB: Final = 0x09  # b"\t"
