@@ -175,9 +175,8 @@ async def test_a_body_to_the_end_of_the_connection_is_read_and_not_reused(
 async def test_connection_close_and_http10_are_not_reused(
     raw: Raw, client: Client, header: str | None
 ) -> None:
-    first = (
-        ok(b"one", header) if header else [(0, b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\none")]
-    )
+    http10: Answer = [(0, b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\none")]
+    first = ok(b"one", header) if header else http10
     raw.answers += [first, ok(b"two")]
     raw.close_after = False
     assert (await call(client, raw.url))[2] == b"one"
