@@ -19,7 +19,15 @@ from aigateway.providers.base import UpstreamRequest
 #: largest error body read (the rest is discarded)
 MAX_ERROR_BYTES = 64 * 1024
 
-__all__ = ["MAX_ERROR_BYTES", "MAX_RESPONSE_BYTES", "HttpTransport", "Transport", "new_client"]
+__all__ = [
+    "MAX_ERROR_BYTES",
+    "MAX_RESPONSE_BYTES",
+    "HttpTransport",
+    "Requester",
+    "Transport",
+    "UpstreamResponse",
+    "new_client",
+]
 
 
 class UpstreamResponse(Protocol):
