@@ -345,3 +345,28 @@ async def test_a_connection_closed_by_the_server_while_idle_is_not_used(raw: Raw
     await asyncio.sleep(0.05)  # its FIN arrives while idle
     assert (await call(client, raw.url))[2] == b"two"
     client.close()
+
+
+async def test_a_small_compressed_body_is_inflated_a_bounded_piece_at_a_time(
+    raw: Raw, client: Client
+) -> None:
+    """12 x 256 KiB of text in a few KiB of gzip: decoded as the caller reads, never
+    more than the high-water mark at once, all of it in the end (then reused)."""
+    text = b"hello world, " * (12 * HIGH_WATER // 13)
+    packed = gzip.compress(text)
+    assert len(packed) < HIGH_WATER // 10
+    raw.answers.append(ok(packed, "Content-Encoding: gzip"))
+    raw.answers.append(ok(b"two"))
+    resp = await client.request("POST", raw.url, {}, b"", connect_s=2, read_s=5, total_s=None)
+    pieces = []
+    for _ in range(1000):
+        data = await resp.read_chunk()
+        if not data:
+            break
+        pieces.append(data)
+    assert resp.at_eof()
+    resp.release()
+    assert b"".join(pieces) == text
+    assert len(pieces) > 1 and max(map(len, pieces)) <= HIGH_WATER
+    assert (await call(client, raw.url))[2] == b"two"
+    assert raw.connections == 1

@@ -273,8 +273,10 @@ class Connection:
         self._read_s, self._deadline = read_s, deadline
         self._last_io = self._loop.time()
         self._arm(self._last_io)
-        transport.write(head + body if len(body) < 65536 else head)
-        if len(body) >= 65536:
+        if len(body) < 65536:
+            transport.write(head + body)
+        else:  # (not copied to join it to the head)
+            transport.write(head)
             transport.write(body)
         while self.phase == _HEAD and self.failure is None:
             await self.wait()
@@ -540,8 +542,6 @@ class Connection:
         except zlib.error:
             self._zpending = b""
             self._fail(_Failure(UpstreamProtocolError, _UNREADABLE))
-            return
-        self._wake()
 
     def _hold(self, data: bytes) -> None:
         self._held.append(data)
@@ -549,15 +549,12 @@ class Connection:
         self._wake()
 
     def _settle(self) -> None:
-        """The body's bytes have all arrived."""
-        if self._decoder is not None and not isinstance(self._decoder, str) and not self._zpending:
-            try:
-                rest = self._decoder.flush()
-            except zlib.error:
-                self._fail(_Failure(UpstreamProtocolError, _UNREADABLE))
+        """The body's bytes have all arrived (an encoded body's decoder is flushed
+        by ``_inflate`` once it has taken them all)."""
+        if self._decoder is not None and not isinstance(self._decoder, str):
+            self._inflate(b"")
+            if self.failure is not None:
                 return
-            if rest:
-                self._hold(rest)
         self.phase = _DONE
         self._stop_timer()
         self._wake()
