@@ -14,6 +14,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from aigateway import limits
+from aigateway.state_memory import WINDOW_GRACE_S
 from aigateway.tokens import Tokenizer
 from aigateway.web_common import STORE
 from tests.conftest import KEY, OTHER_KEY, Gateway, GatewayFactory, RedisServer
@@ -186,7 +187,11 @@ async def test_a_day_budget_used_up_opens_again_the_next_day(
         await c.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     today = budget_key("p:acme")
     real = time.time
-    monkeypatch.setattr(time, "time", lambda: real() + 86_400.0)
+    # the next day, past the hour yesterday's counter is kept for (whatever the hour now)
+    ends = limits.budget_window("day", real()).ends
+    assert ends is not None
+    shift = ends + WINDOW_GRACE_S + 60.0 - real()
+    monkeypatch.setattr(time, "time", lambda: real() + shift)
     raw = await c.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
     assert raw.headers["x-aigateway-budget-remaining-usd"] == "0"
     store = gw.server.app[STORE]
