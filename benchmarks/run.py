@@ -15,12 +15,14 @@ the gateway adds over direct at one connection, and each proxy's peak RSS.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -115,12 +117,14 @@ def canned(stream: bool) -> str:
 
 
 def canned_embedding() -> str:
-    """One 1536-dimension vector, as text-embedding-3-small answers."""
+    """One 1536-dimension vector, as text-embedding-3-small answers the semantic
+    cache's lookup (which asks for ``encoding_format: base64``)."""
     vector = [round(((i * 7919) % 1000) / 1000 - 0.5, 6) for i in range(1536)]
+    packed = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
     return json.dumps(
         {
             "object": "list",
-            "data": [{"object": "embedding", "index": 0, "embedding": vector}],
+            "data": [{"object": "embedding", "index": 0, "embedding": packed}],
             "model": "text-embedding-3-small",
             "usage": {"prompt_tokens": 8, "total_tokens": 8},
         }

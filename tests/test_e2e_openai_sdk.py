@@ -174,6 +174,22 @@ async def test_embeddings_default_base64_and_float(make_gateway: GatewayFactory)
         assert resp.usage.prompt_tokens == 4
 
 
+@pytest.mark.parametrize("vector", [["x", 1.0], [None], [[0.5]], [1e39]])
+async def test_an_embedding_that_is_not_numbers_is_a_502(
+    make_gateway: GatewayFactory, vector: list[object]
+) -> None:
+    # the SDK asks for base64; a provider's answer in numbers is packed by the gateway,
+    # and one that cannot be packed is the provider's fault, not a 500
+    gw = await make_gateway()
+    data = [{"object": "embedding", "index": 0, "embedding": vector}]
+    gw.upstream.script.append(Reply(body={"object": "list", "data": data, "model": "m"}))
+    async with client(gw) as c:
+        with pytest.raises(openai.InternalServerError) as caught:
+            await c.embeddings.create(model="text-embedding-3-small", input="a")
+    assert caught.value.status_code == 502
+    assert "not a list of numbers" in caught.value.message
+
+
 async def test_mock_provider_through_the_sdk(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway()
     async with client(gw) as c:

@@ -4,8 +4,10 @@ end to end with the OpenAI SDK against a fake upstream that embeds and answers."
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -114,9 +116,39 @@ async def test_redis_down_is_a_miss_and_counted(dead_port: int) -> None:
     assert metrics.state_errors.values[("semantic_get", "miss")] == 1
 
 
-def test_unit_vectors() -> None:
-    assert unit([]) is None and unit([0.0, 0.0]) is None and unit([math.nan, 1.0]) is None
-    assert list(v(3, 4)) == pytest.approx([0.6, 0.8])
+def packed(*values: float) -> str:
+    """An embedding as OpenAI sends it for ``encoding_format: base64``."""
+    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([3, 4], [0.6, 0.8]),
+        ([3.0, 4.0, 0.0], [0.6, 0.8, 0.0]),
+        (packed(3, 4), [0.6, 0.8]),
+        (packed(0.0, -2.0), [0.0, -1.0]),
+        ([], None),
+        ("", None),
+        ([0.0, 0.0], None),
+        (packed(0, 0), None),
+        ([math.nan, 1.0], None),
+        ([math.inf, 1.0], None),
+        (packed(math.inf, 1), None),
+        (["a", 1.0], None),
+        ([[1.0, 2.0]], None),
+        ([{"x": 1}], None),
+        ("not base64!", None),
+        (base64.b64encode(b"\x00\x00\x80\x3f\x00").decode(), None),  # not whole floats
+    ],
+)
+def test_unit_vectors(values: Any, expected: list[float] | None) -> None:
+    found = unit(values)
+    if expected is None:
+        assert found is None
+    else:
+        assert found is not None and found.dtype.name == "float32"
+        assert list(found) == pytest.approx(expected)
 
 
 # --- end to end ------------------------------------------------------------------------
@@ -133,7 +165,7 @@ def logged(tmp_path: Path) -> Callable[[str], str]:
     return lambda text: semantic()(text).replace("providers:\n", log + "providers:\n")
 
 
-def embedding(values: list[float]) -> Reply:
+def embedding(values: Any) -> Reply:
     return Reply(
         body={
             "object": "list",
@@ -184,6 +216,7 @@ async def test_similar_questions_share_an_answer(
     assert third.parse().choices[0].message.content == "8,849 m."
     assert up.calls_to("gpt-4o") == 2 and up.calls_to("text-embedding-3-small") == 3
     assert up.seen[0].body["input"] == "What is the capital of France?"  # the last message
+    assert up.seen[0].body["encoding_format"] == "base64"
     # the lookup is billed with the request: a hit costs the embedding only
     assert float(first.headers["x-aigateway-cost-usd"]) == pytest.approx(ANSWER_USD + LOOKUP_USD)
     assert float(second.headers["x-aigateway-cost-usd"]) == pytest.approx(LOOKUP_USD)
@@ -250,6 +283,43 @@ async def test_below_the_threshold_is_a_miss_and_streams_are_served(
     assert below.headers["x-aigateway-cache"] == "miss"
     assert first == replayed == "Paris."
     assert up.calls_to("gpt-4o") == 2
+
+
+async def test_embeddings_in_base64_or_numbers_compare_alike(make_gateway: GatewayFactory) -> None:
+    # the lookup asks for base64; a server that ignores that and sends numbers is served too
+    gw = await make_gateway(edit=semantic(threshold=0.95))
+    up = gw.upstream
+    up.script += [
+        embedding(packed(1, 0, 0)),
+        Reply(body=completion(model="gpt-4o", text="Paris.")),
+        embedding(vec(0.99, 0.14, 0)),
+        embedding(packed(0.98, 0.17, 0)),
+    ]
+    first = await ask(gw, "What is the capital of France?")
+    await written()
+    hits = [await ask(gw, "capital of France?"), await ask(gw, "France's capital?")]
+    assert first.headers["x-aigateway-cache"] == "miss"
+    assert [h.headers["x-aigateway-cache"] for h in hits] == ["hit", "hit"]
+    assert float(hits[1].headers["x-aigateway-cache-similarity"]) == pytest.approx(
+        0.98 / math.hypot(0.98, 0.17), abs=1e-4
+    )
+    assert up.calls_to("gpt-4o") == 1
+    assert all(s.body["encoding_format"] == "base64" for s in up.seen if "input" in s.body)
+
+
+@pytest.mark.parametrize("bad", ["%%%", packed(0, 0), [1.0, "x"], [[1.0]], {"values": [1.0]}, None])
+async def test_an_embedding_that_is_not_a_vector_is_a_miss(
+    make_gateway: GatewayFactory, bad: Any
+) -> None:
+    gw = await make_gateway(edit=semantic())
+    gw.upstream.script += [
+        embedding(bad),
+        Reply(body=completion(model="gpt-4o", text="Paris.")),
+    ]
+    answer = await ask(gw, "capital of France?")
+    assert answer.parse().choices[0].message.content == "Paris."
+    assert answer.headers["x-aigateway-cache"] == "miss"
+    assert gw.metrics.cache.values[("gpt-4o", "semantic_error")] == 1
 
 
 async def test_a_failed_embedding_is_a_miss(make_gateway: GatewayFactory) -> None:

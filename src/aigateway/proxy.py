@@ -31,6 +31,7 @@ from aigateway.errors import (
     GatewayError,
     InvalidRequest,
     UpstreamError,
+    UpstreamProtocolError,
     UpstreamStatusError,
     UpstreamTimeout,
 )
@@ -368,7 +369,13 @@ def _as_base64(parsed: Parsed) -> None:
     for item in parsed.body.get("data") or ():
         vector = item.get("embedding") if isinstance(item, dict) else None
         if isinstance(vector, list):
-            item["embedding"] = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            try:
+                packed = struct.pack(f"<{len(vector)}f", *vector)
+            except (struct.error, OverflowError):  # text, null, nested lists, > float32
+                raise UpstreamProtocolError(
+                    "The provider's embedding is not a list of numbers."
+                ) from None
+            item["embedding"] = base64.b64encode(packed).decode()
             parsed.raw = None  # re-encoded: the body changed
 
 

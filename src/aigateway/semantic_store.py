@@ -11,6 +11,7 @@ first). A Redis failure is a miss (counted), as for the exact cache.
 
 from __future__ import annotations
 
+import base64
 import math
 import time
 from collections import OrderedDict
@@ -29,15 +30,25 @@ else:
     Vector = Any
 
 
-def unit(values: list[float]) -> Vector | None:
-    """A provider's embedding as a float32 unit vector (None: empty or zero)."""
+def unit(values: list[Any] | str) -> Vector | None:
+    """A provider's embedding (numbers, or little-endian float32 in base64) as a
+    float32 unit vector; None when it is empty, zero, not finite or not a vector."""
     import numpy as np
 
-    vector = np.asarray(values, dtype=np.float32)
-    norm = float(np.linalg.norm(vector)) if vector.ndim == 1 and vector.size else 0.0
-    if not norm or norm != norm:  # zero, NaN
+    try:
+        if isinstance(values, str):
+            packed = base64.b64decode(values, validate=True)
+            if len(packed) % 4:
+                return None
+            vector = np.frombuffer(packed, dtype="<f4")
+        else:
+            vector = np.asarray(values, dtype=np.float32)
+    except (ValueError, TypeError):  # bad base64 (binascii.Error), text, nested lists
         return None
-    result: Vector = vector / norm
+    norm = float(np.linalg.norm(vector)) if vector.ndim == 1 and vector.size else 0.0
+    if not norm or not math.isfinite(norm):  # zero, NaN, infinite
+        return None
+    result: Vector = (vector / norm).astype(np.float32, copy=False)
     return result
 
 

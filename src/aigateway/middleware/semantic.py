@@ -92,7 +92,9 @@ class SemanticLookup:
         sub = RequestContext(ctx.request_id, "embeddings", ctx.headers, _no_body)
         sub.key, sub.project_name, sub.project = ctx.key, ctx.project_name, ctx.project
         sub.route_name, sub.route = rule.embeddings, self._routes[rule.embeddings]
-        sub.body = {"model": rule.embeddings, "input": probe.text}
+        # base64 (what the OpenAI SDK asks by default): 1/4 of the bytes of the
+        # numbers, and decoding it costs a tenth of parsing 1,536 floats
+        sub.body = {"model": rule.embeddings, "input": probe.text, "encoding_format": "base64"}
         try:
             reply = await self._embed(sub)
         except GatewayError as exc:
@@ -106,7 +108,7 @@ class SemanticLookup:
         data = reply.body.get("data") if isinstance(reply, JsonReply) else None
         first = data[0] if isinstance(data, list) and data else None
         values = first.get("embedding") if isinstance(first, dict) else None
-        vector = unit(values) if isinstance(values, list) else None
+        vector = unit(values) if isinstance(values, (list, str)) else None
         if vector is None:
             self._failed(ctx, "NoEmbedding")
             return False
