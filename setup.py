@@ -19,6 +19,7 @@ from setuptools import setup
 #: modules left interpreted (mypyc cannot compile those)
 COMPILED = (
     "accesslog",
+    "bpe",
     "jsonc",
     "keys",
     "guard",

