@@ -150,7 +150,7 @@ def test_memories_are_bounded(vocabs: dict[str, bpe.Vocabulary]) -> None:
     vocab = vocabs["o200k_base"]
     for i in range(bpe.MEMO_SIZE + 10):  # every piece a new word
         vocab.count(f" w{i}x")
-    assert len(vocab._memo) <= bpe.MEMO_SIZE
+    assert len(vocab._memo) <= bpe.MEMO_SIZE and len(vocab._ranks) <= bpe.MEMO_SIZE
     vocab.count("z" * (bpe.MEMO_MAX_CHARS + 1))  # too long to remember
     assert "z" * (bpe.MEMO_MAX_CHARS + 1) not in vocab._memo
     classes = bpe.Classes(limit=100)
