@@ -153,6 +153,8 @@ def test_memories_are_bounded(vocabs: dict[str, bpe.Vocabulary]) -> None:
     assert len(vocab._memo) <= bpe.MEMO_SIZE and len(vocab._ranks) <= bpe.MEMO_SIZE
     vocab.count("z" * (bpe.MEMO_MAX_CHARS + 1))  # too long to remember
     assert "z" * (bpe.MEMO_MAX_CHARS + 1) not in vocab._memo
+    vocab.count("q" * 5000)  # merged by the heap: none of its long parts remembered
+    assert max(len(k) for k in vocab._ranks) <= 16
     classes = bpe.Classes(limit=100)
     for start in range(0x4E00, 0x4E00 + 1000, 50):  # 50 new characters a text
         text = "".join(chr(c) for c in range(start, start + 50))

