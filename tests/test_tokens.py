@@ -97,3 +97,19 @@ def test_counting_needs_no_tiktoken() -> None:
         "assert not any(m.split('.')[0] in ('tiktoken', 'regex') for m in sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_remembered_texts_are_bounded_in_characters(
+    tokenizer: Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aigateway.tokens as tokens
+
+    monkeypatch.setattr(tokens, "MEMO_CHARS", 5000)
+    tok = Tokenizer()
+    tok._encodings = dict(tokenizer._encodings)  # loaded already
+    for i in range(40):  # 40 different system prompts of ~1,000 characters
+        text = f"You are assistant number {i}. " + "Answer briefly and well. " * 40
+        body = {"messages": [{"role": "system", "content": text}]}
+        assert tok.chat_prompt(body, ["gpt-4o"]) == tokenizer.count(text, "gpt-4o") + 3 + 3 + 1
+        assert sum(len(t) for _, t in tok._memo) <= 5000
+        assert tok._memo_chars == sum(len(t) for _, t in tok._memo)

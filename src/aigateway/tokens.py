@@ -40,9 +40,11 @@ PER_NAME = 1
 REPLY_PRIMING = 3
 IMAGE_TOKENS = 765
 FOREIGN_FACTOR = 1.25
-#: texts up to this long have their counts remembered (at most MEMO_SIZE of them)
+#: texts up to this long have their counts remembered (at most MEMO_SIZE of them,
+#: MEMO_CHARS characters in all: 1-4 MiB of text)
 MEMO_MAX_CHARS = 2048
 MEMO_SIZE = 8192
+MEMO_CHARS = 1 << 20
 
 _PATTERNS = {"o200k_base": bpe.O200K, "cl100k_base": bpe.CL100K}
 _CL100K_MODELS = ("gpt-4-", "gpt-3.5", "text-embedding-3", "text-embedding-ada")
@@ -77,6 +79,7 @@ class Tokenizer:
         self._lock = threading.Lock()
         #: token counts of short texts seen before (system prompts, roles repeat)
         self._memo: dict[tuple[str, str], int] = {}
+        self._memo_chars = 0
         #: model → its encoding's name (asked on every streamed request)
         self._names: dict[str, str] = {}
         #: a route's models → (encoding, safety factor)
@@ -144,9 +147,11 @@ class Tokenizer:
             key = (name, text)
             found = memo.get(key)
             if found is None:
-                if len(memo) >= MEMO_SIZE:
+                if len(memo) >= MEMO_SIZE or self._memo_chars + len(text) > MEMO_CHARS:
                     memo.clear()
+                    self._memo_chars = 0
                 found = memo[key] = count(text)
+                self._memo_chars += len(text)
             tokens += found
         return math.ceil(tokens * factor) if factor != 1.0 else tokens
 
