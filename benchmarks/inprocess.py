@@ -7,7 +7,9 @@ through the whole chain, and a stream's batches through the hooks and the
 encoding the HTTP handler applies, so what is left out is aiohttp's server and
 client and the kernel. Prints microseconds per request (wall and CPU, the best
 of ``--rounds``) for each scenario; compare builds by running it with each
-interpreter. ``logged`` runs 32 requests at a time (its rows commit in batches).
+interpreter. ``logged`` runs 32 requests at a time (its rows commit in batches);
+``semantic`` asks a new question each time, each a semantic-cache hit after the
+warm-up (an embedding call to the canned 1,536-float embedding, then the lookup).
 
     python benchmarks/inprocess.py [--kinds json,sse,governed] [--requests 5000]
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import itertools
 import json
 import sqlite3
 import sys
@@ -28,6 +31,7 @@ from pathlib import Path
 import structlog
 
 from aigateway.accesslog import AccessLog, LineSink
+from aigateway.cache_store import open_cache
 from aigateway.config.load import parse_config
 from aigateway.config.model import Timeouts
 from aigateway.metrics import Metrics
@@ -43,9 +47,9 @@ from aigateway.tokens import Tokenizer
 from aigateway.upstream import MAX_RESPONSE_BYTES, UpstreamResponse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.run import GOV_KEY, GUARD_KEY, KEY, canned, gateway_conf
+from benchmarks.run import GOV_KEY, GUARD_KEY, KEY, canned, canned_embedding, gateway_conf
 
-KINDS = ("json", "sse", "governed", "guarded", "guarded_sse", "logged")
+KINDS = ("json", "sse", "governed", "guarded", "guarded_sse", "logged", "semantic")
 #: (route, key, streamed) of each scenario, as run.py sends them
 SCENARIOS = {
     "json": ("bench-json", KEY, False),
@@ -54,6 +58,7 @@ SCENARIOS = {
     "guarded": ("bench-json", GUARD_KEY, False),
     "guarded_sse": ("bench-sse", GUARD_KEY, True),
     "logged": ("bench-json", KEY, False),
+    "semantic": ("bench-semantic", KEY, False),
 }
 CONCURRENT = 32
 
@@ -86,9 +91,12 @@ class _Canned:
 class CannedTransport:
     def __init__(self) -> None:
         self._json, self._sse = canned(False).encode(), canned(True).encode()
+        self._embedding = canned_embedding().encode()
 
     async def open(self, req: UpstreamRequest, timeouts: Timeouts) -> UpstreamResponse:
         stream = "/sse/" in req.url
+        if req.url.endswith("/embeddings"):
+            return _Canned(self._embedding, False)
         return _Canned(self._sse if stream else self._json, stream)
 
 
@@ -110,16 +118,20 @@ async def measure(
     if loaded.config.prompt_log is not None:
         prompt_log = PromptLog(loaded.config.prompt_log, Metrics())
         await prompt_log.open(tasks.spawn)
+    metrics = Metrics()
+    cache, semantic = open_cache(loaded.config.cache, loaded.config.state, metrics)
     runtime = build_runtime(
         loaded,
         http=CannedTransport(),
-        metrics=Metrics(),
+        metrics=metrics,
         access_log=AccessLog(LineSink(io.StringIO())),
         routing=RoutingState(clock=time.monotonic),
         store=MemoryStore(),
         tokenizer=tokenizer,
         spawn=tasks.finish,
         prompt_log=prompt_log,
+        cache=cache,
+        semantic=semantic,
     )
     body = json.dumps(
         {
@@ -133,15 +145,22 @@ async def measure(
     ).encode()
     headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
 
-    async def read_body() -> bytes:
-        return body
+    questions = itertools.count()
+    measuring = False
 
     async def one(i: int) -> None:
+        async def read_body() -> bytes:
+            if kind == "semantic":  # every question new: a semantic hit, not an exact one
+                return body.replace(b"twenty times", b"%d times" % next(questions))
+            return body
+
         ctx = RequestContext(f"req-{i}", "chat", headers, read_body)
         reply = await runtime.handler(ctx)
         if isinstance(reply, JsonReply):
             if reply.status != 200:
                 raise RuntimeError(f"{kind}: status {reply.status}: {reply.body}")
+            if kind == "semantic" and measuring and not ctx.cache_hit:
+                raise RuntimeError("semantic: a request past the warm-up was not a hit")
         else:  # what the HTTP handler does with a stream
             while (batch := await reply.stream.next()) is not None:
                 for hook in reply.on_batch:
@@ -153,6 +172,10 @@ async def measure(
             for wait in reply.before_tail:
                 await wait()
 
+    async def tasks_settle() -> None:
+        for _ in range(10):  # the canned transport never waits: let background puts run
+            await asyncio.sleep(0)
+
     async def run(n: int) -> None:
         async def worker(w: int) -> None:
             for i in range(n // width):
@@ -163,7 +186,11 @@ async def measure(
     width = CONCURRENT if kind == "logged" else 1
     requests = max(width, requests - requests % width)  # whole batches of workers
     warm_up = min(2000, requests) // width * width
+    if kind == "semantic":  # the first answer cached (in the background) before the rest
+        await one(0)
+        await tasks_settle()
     await run(warm_up)  # caches, pools, series
+    measuring = True
     best = (float("inf"), float("inf"))
     try:
         for _ in range(rounds):

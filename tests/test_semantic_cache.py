@@ -137,6 +137,7 @@ def packed(*values: float) -> str:
         (packed(math.inf, 1), None),
         (["a", 1.0], None),
         ([[1.0, 2.0]], None),
+        ([10**400, 1.0], None),  # JSON allows integers no float holds
         ([{"x": 1}], None),
         ("not base64!", None),
         (base64.b64encode(b"\x00\x00\x80\x3f\x00").decode(), None),  # not whole floats
@@ -307,7 +308,9 @@ async def test_embeddings_in_base64_or_numbers_compare_alike(make_gateway: Gatew
     assert all(s.body["encoding_format"] == "base64" for s in up.seen if "input" in s.body)
 
 
-@pytest.mark.parametrize("bad", ["%%%", packed(0, 0), [1.0, "x"], [[1.0]], {"values": [1.0]}, None])
+@pytest.mark.parametrize(
+    "bad", ["%%%", packed(0, 0), [1.0, "x"], [[1.0]], [10**400], {"values": [1.0]}, None]
+)
 async def test_an_embedding_that_is_not_a_vector_is_a_miss(
     make_gateway: GatewayFactory, bad: Any
 ) -> None:
