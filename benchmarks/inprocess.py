@@ -148,12 +148,15 @@ async def measure(
     questions = itertools.count()
     measuring = False
 
-    async def one(i: int) -> None:
-        async def read_body() -> bytes:
-            if kind == "semantic":  # every question new: a semantic hit, not an exact one
-                return body.replace(b"twenty times", b"%d times" % next(questions))
-            return body
+    async def same_body() -> bytes:
+        return body
 
+    async def new_question() -> bytes:  # a semantic hit each time, never an exact one
+        return body.replace(b"twenty times", b"%d times" % next(questions))
+
+    read_body = new_question if kind == "semantic" else same_body
+
+    async def one(i: int) -> None:
         ctx = RequestContext(f"req-{i}", "chat", headers, read_body)
         reply = await runtime.handler(ctx)
         if isinstance(reply, JsonReply):
