@@ -160,6 +160,11 @@ def test_memories_are_bounded(vocabs: dict[str, bpe.Vocabulary]) -> None:
         text = "".join(chr(c) for c in range(start, start + 50))
         assert classes.codes(text) == bpe.CLASSES.codes(text)
         assert len(classes.table) <= 100
+    # a text of more kinds of character than the table keeps (all of Unicode fits
+    # in a few MiB of body): classed for this text, not kept
+    text = "".join(chr(c) for c in range(0x20, 0x20 + 500))
+    assert classes.codes(text) == bpe.Classes().codes(text)
+    assert len(classes.table) <= 100
 
 
 @pytest.mark.parametrize(

@@ -191,6 +191,8 @@ class Classes:
             if len(table) + len(new) > self.limit:
                 table.clear()
                 new = list(set(text))
+                if len(new) > self.limit:  # more kinds of character than it keeps
+                    return text.translate({ord(ch): ord(_class_of(ch)) for ch in new})
             for ch in new:
                 table[ord(ch)] = ord(_class_of(ch))
         return text.translate(table)
