@@ -51,7 +51,7 @@ CONNECTIONS = (1, 32, 256)
 #: each is embedded (an upstream call) and answered by the first one's entry;
 #: minimal_json, minimal_sse: the plain routes on a third gateway whose config has no
 #: limits, budgets, guardrails or caches anywhere (what a plain deployment runs; its
-#: RSS has no tokenizer and no numpy in it)
+#: RSS has no tokenizer, price data or vector kernels in it)
 KINDS = (
     "json", "sse", "failover", "governed", "logged", "guarded", "guarded_sse", "cached",
     "semantic", "minimal_json", "minimal_sse",

@@ -7,7 +7,9 @@ import asyncio
 import base64
 import json
 import math
+import random
 import struct
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -148,8 +150,38 @@ def test_unit_vectors(values: Any, expected: list[float] | None) -> None:
     if expected is None:
         assert found is None
     else:
-        assert found is not None and found.dtype.name == "float32"
-        assert list(found) == pytest.approx(expected)
+        assert isinstance(found, bytes) and len(found) == 4 * len(expected)
+        assert list(memoryview(found).cast("f")) == pytest.approx(expected)
+
+
+def test_base64_is_read_little_endian_on_a_big_endian_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a big-endian host the bytes are swapped into the machine's order. Here
+    (little-endian) the same swap turns big-endian input into what this host reads."""
+    monkeypatch.setattr(sys, "byteorder", "big")
+    found = unit(base64.b64encode(struct.pack(">2f", 3, 4)).decode())
+    assert found is not None and list(memoryview(found).cast("f")) == pytest.approx([0.6, 0.8])
+
+
+async def test_the_nearest_entry_is_the_most_similar_of_many() -> None:
+    """Against a brute-force cosine over 300 seeded random vectors of 64 dimensions."""
+    rng = random.Random(7)
+    rows = [[rng.gauss(0, 1) for _ in range(64)] for _ in range(300)]
+    store = MemorySemantic(max_entries=1000)
+    for i, row in enumerate(rows):
+        await store.add("p", f"k{i}", v(*row), 60, 1000)
+    for _ in range(20):
+        query = [rng.gauss(0, 1) for _ in range(64)]
+
+        def cosine(row: list[float], query: list[float] = query) -> float:
+            return sum(a * b for a, b in zip(row, query, strict=True)) / (
+                math.hypot(*row) * math.hypot(*query)
+            )
+
+        best = max(range(len(rows)), key=lambda i: cosine(rows[i]))
+        key, score = await store.nearest("p", v(*query)) or ("", 0.0)
+        assert key == f"k{best}" and score == pytest.approx(cosine(rows[best]), abs=1e-5)
 
 
 # --- end to end ------------------------------------------------------------------------

@@ -13,59 +13,72 @@ from __future__ import annotations
 
 import binascii
 import math
+import sys
 import time
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol, cast
 
 from aigateway.metrics import Metrics
 
-if TYPE_CHECKING:
-    import numpy as np
-    from numpy.typing import NDArray
+#: a unit vector: float32 in the machine's byte order, packed (4 bytes a dimension).
+#: Bytes, not arrays: they join into a partition's matrix and go to Redis as they
+#: are, and SimSIMD reads them in place (its import costs ~0.7 MiB of RSS, numpy's ~10)
+Vector = bytes
 
-    Vector = NDArray[np.float32]
-else:
-    Vector = Any
+
+def _kernels() -> Any:
+    """SimSIMD, typed loosely: its stubs are written in numpy's types."""
+    import simsimd
+
+    return simsimd
 
 
 def unit(values: list[Any] | str) -> Vector | None:
     """A provider's embedding (numbers, or little-endian float32 in base64) as a
     float32 unit vector; None when it is empty, zero, not finite or not a vector."""
-    import numpy as np
-
     try:
         if isinstance(values, str):
             # checked in C (b64decode's validate=True is a regular expression first)
             packed = binascii.a2b_base64(values, strict_mode=True)
             if len(packed) % 4:
                 return None
-            vector = np.frombuffer(packed, dtype="<f4")
+            if sys.byteorder == "big":
+                swapped = array("f", packed)
+                swapped.byteswap()
+                packed = swapped.tobytes()
         else:
-            vector = np.asarray(values, dtype=np.float32)
+            packed = array("f", values).tobytes()  # past float32's range: inf
     # bad base64 (binascii.Error), text, nested lists; an integer past any float
     except (ValueError, TypeError, OverflowError):
         return None
-    if vector.ndim != 1 or not vector.size:
+    if not packed:
         return None
-    norm = math.sqrt(float(np.dot(vector, vector)))  # half of np.linalg.norm's cost
-    if not norm or not math.isfinite(norm):  # zero, NaN, infinite
+    kernels = _kernels()
+    vector = memoryview(packed).cast("f")
+    square = float(kernels.dot(vector, vector))
+    if not square or not math.isfinite(square):  # zero, NaN, infinite
         return None
-    result: Vector = (vector / norm).astype(np.float32, copy=False)
-    return result
+    return bytes(kernels.wsum(vector, vector, alpha=1 / math.sqrt(square), beta=0.0))
 
 
-def _best(keys: list[str], matrix: Vector, query: Vector) -> tuple[str, float] | None:
+def dimensions(vector: Vector) -> int:
+    return len(vector) // 4
+
+
+def _best(keys: list[str], matrix: bytes, query: Vector) -> tuple[str, float] | None:
     """The key of the row most similar to ``query`` (unit vectors: the dot product is
     the cosine), and that similarity; None when the sizes differ."""
-    import numpy as np
-
-    if matrix.shape[1] != query.shape[0]:
+    size = dimensions(query)
+    if not keys or not size or len(matrix) != len(keys) * len(query):
         return None
-    scores = matrix @ query
-    at = int(np.argmax(scores))
-    return keys[at], float(scores[at])
+    rows = memoryview(matrix).cast("f", (len(keys), size))
+    found = _kernels().cdist(memoryview(query).cast("f", (1, size)), rows, metric="dot")
+    scores = cast("list[float]", memoryview(found).tolist()[0])  # float64, one row
+    top = max(scores)
+    return keys[scores.index(top)], top
 
 
 class SemanticStore(Protocol):
@@ -85,9 +98,9 @@ class _Partition:
     #: the earliest expiry among the entries (nothing to drop before then)
     next_expiry: float = math.inf
     #: the entries' keys and vectors as one matrix, built at the first lookup after
-    #: a change (not per lookup: stacking copies every vector)
+    #: a change (not per lookup: joining copies every vector)
     keys: list[str] = field(default_factory=list)
-    matrix: Vector | None = None
+    matrix: bytes | None = None
 
     def changed(self) -> None:
         self.matrix = None
@@ -101,8 +114,6 @@ class MemorySemantic:
         self._clock = clock
 
     async def nearest(self, partition: str, query: Vector) -> tuple[str, float] | None:
-        import numpy as np
-
         part = self._parts.get(partition)
         if part is None:
             return None
@@ -119,7 +130,7 @@ class MemorySemantic:
             return None
         if part.matrix is None:
             part.keys = list(part.entries)
-            part.matrix = np.stack([vector for _, vector in part.entries.values()])
+            part.matrix = b"".join([vector for _, vector in part.entries.values()])
         return _best(part.keys, part.matrix, query)
 
     async def add(
@@ -130,7 +141,7 @@ class MemorySemantic:
             part = self._parts[partition] = _Partition()
         self._parts.move_to_end(partition)
         first = next(iter(part.entries.values()), None)
-        if first is not None and first[1].shape != vector.shape:  # another model's size
+        if first is not None and len(first[1]) != len(vector):  # another model's size
             self._count -= len(part.entries)
             part.entries.clear()
         if key in part.entries:
@@ -212,7 +223,6 @@ class RedisSemantic:
         return [self._tag + partition + ":v", self._tag + partition + ":t"]
 
     async def nearest(self, partition: str, query: Vector) -> tuple[str, float] | None:
-        import numpy as np
         from redis.exceptions import RedisError
 
         try:
@@ -220,14 +230,14 @@ class RedisSemantic:
         except (RedisError, OSError):
             self._metrics.state_errors.inc(("semantic_get", "miss"))
             return None
-        rows = [
-            (k.decode(), np.frombuffer(v, dtype=np.float32))
+        same = [
+            (k.decode(), bytes(v))
             for k, v in zip(flat[0::2], flat[1::2], strict=True)
+            if len(v) == len(query)
         ]
-        same = [(k, row) for k, row in rows if row.shape == query.shape]
         if not same:
             return None
-        return _best([k for k, _ in same], np.stack([row for _, row in same]), query)
+        return _best([k for k, _ in same], b"".join([row for _, row in same]), query)
 
     async def add(
         self, partition: str, key: str, vector: Vector, ttl_s: float, max_entries: int
@@ -236,9 +246,7 @@ class RedisSemantic:
 
         ttl_ms = max(1, int(ttl_s * 1000))
         try:
-            await self._add(
-                keys=self._keys(partition), args=[key, ttl_ms, vector.tobytes(), max_entries]
-            )
+            await self._add(keys=self._keys(partition), args=[key, ttl_ms, vector, max_entries])
         except (RedisError, OSError):
             self._metrics.state_errors.inc(("semantic_put", "skipped"))
 

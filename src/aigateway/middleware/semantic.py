@@ -29,7 +29,7 @@ from aigateway.config.model import Route, SemanticCache
 from aigateway.errors import GatewayError
 from aigateway.metrics import Metrics
 from aigateway.pipeline import Handler, JsonReply, RequestContext
-from aigateway.semantic_store import SemanticStore, Vector, unit
+from aigateway.semantic_store import SemanticStore, Vector, dimensions, unit
 from aigateway.usage import Usage
 
 #: longer last messages are not embedded (embedding models take ~8k tokens)
@@ -135,7 +135,7 @@ class SemanticLookup:
 def _sized(probe: Probe) -> str:
     """Vectors of one size only are compared (another embeddings model, another size)."""
     assert probe.vector is not None
-    return f"{probe.partition}:{probe.vector.shape[0]}"
+    return f"{probe.partition}:{dimensions(probe.vector)}"
 
 
 def _plain_text(content: Any) -> str | None:
