@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from decimal import Decimal
 
 import aiohttp
@@ -12,7 +15,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 
 from aigateway.config.model import Price
-from aigateway.pricing import PriceBook
+from aigateway.pricing import PriceBook, may_be_public
 from aigateway.usage import Usage
 from tests.conftest import KEY, GatewayFactory
 
@@ -101,6 +104,59 @@ def test_unpriced_is_none_and_reported_once() -> None:
     for _ in range(3):
         assert b.cost("local", "http://127.0.0.1:11434/v1", "llama3", Usage(10, 10)) is None
     assert seen == [("local", "llama3")]
+
+
+#: base URLs only a local resolver or no resolver answers: never genai-prices'
+LOCAL = [
+    "http://127.0.0.1:11434/v1",
+    "http://10.0.3.7:8000/v1",
+    "https://203.0.113.9/v1",  # any IP address: genai-prices knows host names
+    "http://[::1]:8000/v1",
+    "http://[fd00::5]/v1",
+    "http://localhost:8000/v1",
+    "http://LOCALHOST./v1",
+    "http://vllm:8000/v1",  # a Compose or Kubernetes service
+    "http://vllm.models.svc:8000/v1",
+    "http://vllm.models.svc.cluster.local/v1",
+    "http://gpu-box.lan/v1",
+    "https://llm.corp.internal/v1",
+    "http://ollama.home.arpa/v1",
+    "http://app.localhost/v1",
+    "http://[not-an-address/v1",
+    "not a url",
+]
+PUBLIC = [OPENAI, ANTHROPIC, "https://myres.openai.azure.com/openai", "https://api.groq.com/v1"]
+
+
+@pytest.mark.parametrize("base_url", LOCAL)
+def test_local_base_urls_are_never_looked_up(base_url: str) -> None:
+    assert not may_be_public(base_url)
+    assert book().rates("local", base_url, "gpt-4o") is None  # unpriced, as genai would say
+
+
+@pytest.mark.parametrize("base_url", PUBLIC)
+def test_public_base_urls_are_looked_up(base_url: str) -> None:
+    assert may_be_public(base_url)
+
+
+def test_no_genai_provider_answers_a_local_base_url() -> None:
+    """What the gate skips, genai-prices' own provider lookup would not find either."""
+    from genai_prices.data import providers
+
+    for provider in providers:
+        for base_url in LOCAL:
+            assert not re.match(provider.api_pattern, base_url), (provider.id, base_url)
+    assert any(re.match(p.api_pattern, OPENAI) for p in providers)
+
+
+def test_pricing_a_self_hosted_model_loads_no_price_data() -> None:
+    code = (
+        "import sys, time; from aigateway.pricing import PriceBook; from aigateway.usage "
+        "import Usage; b = PriceBook({}, clock=time.monotonic, on_unpriced=lambda p, m: None); "
+        "assert b.cost('vllm', 'http://10.0.0.5:8000/v1', 'llama', Usage(10, 10)) is None; "
+        "assert not any(m.split('.')[0] in ('genai_prices', 'httpx2') for m in sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]

@@ -10,6 +10,12 @@ Prices come from, in order:
 3. otherwise the model is *unpriced*: cost ``None`` (the request is never failed
    for it), a warning once per model, and a metric.
 
+genai-prices knows providers by their public API hosts (``https://api.openai.com``
+and ~60 more), so a base URL at an IP address, ``localhost``, a one-label name (a
+Kubernetes or Compose service) or a local-only suffix (``.local``, ``.internal``,
+``.svc``, ...) is never looked up there: a self-hosted server's models are
+unpriced without loading its data (~5.6 MiB of RSS, ~30 ms on the event loop).
+
 The built-in ``mock`` provider costs $0 unless overridden.
 
 genai-prices takes ~50 µs per lookup; the gateway resolves each (provider, model)
@@ -20,10 +26,12 @@ own calculation, exactly.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
+from urllib.parse import urlsplit
 
 from aigateway.config.model import Price
 from aigateway.usage import Usage
@@ -31,6 +39,8 @@ from aigateway.usage import Usage
 MILLION = Decimal(1_000_000)
 CACHE_TTL_S = 3600.0
 MAX_CACHED = 4096
+#: names only a local resolver answers (RFC 6761, 6762, 8375; Kubernetes services)
+LOCAL_SUFFIXES: Final = (".localhost", ".local", ".internal", ".home.arpa", ".lan", ".svc")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +127,26 @@ class PriceBook:
             return override
         if base_url is None:
             return FREE
+        if not may_be_public(base_url):
+            return None
         return _genai_rates(base_url, model)
+
+
+def may_be_public(base_url: str) -> bool:
+    """Whether genai-prices could know this base URL's provider (it knows them by
+    their public API hosts): not for an IP address, ``localhost``, a one-label name
+    or a local-only suffix."""
+    try:
+        host = (urlsplit(base_url).hostname or "").rstrip(".").lower()
+    except ValueError:  # a malformed IPv6 literal
+        return False
+    if "." not in host:  # also IPv6 literals, and no host at all
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return not host.endswith(LOCAL_SUFFIXES)
+    return False
 
 
 def _genai_rates(base_url: str, model: str) -> Rates | None:
