@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "jsonc": 0,
     "octets": 0,
     "bpe": 0,
+    "memory": 0,
     "config": 0,
     "config.model": 0,
     "config.load": 1,

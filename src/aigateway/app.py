@@ -35,6 +35,7 @@ from aigateway.errors import (
     PermissionDenied,
 )
 from aigateway.keys import digest, key_from_headers
+from aigateway.memory import release_free_memory
 from aigateway.metrics import Metrics
 from aigateway.middleware.parse import parse_json
 from aigateway.middleware.route import ResolveRoute
@@ -259,7 +260,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         def prepare(loaded: LoadedConfig) -> None:
             # token limits and budgets count prompts: load those vocabularies
             # (~0.3 s and ~45 MiB each) before the config serves, not on a request
-            tokenizer.load(token_needs(loaded.config))
+            needs = token_needs(loaded.config)
+            if not all(tokenizer.has_encoding(name) for name in needs):
+                tokenizer.load(needs)
+                release_free_memory()  # the build's temporaries, freed mid-heap
 
         await asyncio.to_thread(prepare, loaded)
         cache, semantic = open_cache(loaded.config.cache, loaded.config.state, metrics)

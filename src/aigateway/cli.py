@@ -204,6 +204,9 @@ def _keys_new(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from aigateway.memory import limit_arenas
+
+    limit_arenas()  # before any thread starts
     loaded = _load(args.config)
     if loaded is None:
         return 1

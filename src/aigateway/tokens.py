@@ -94,6 +94,9 @@ class Tokenizer:
             name = self._names[model] = encoding_name(model)
         return name in self._encodings
 
+    def has_encoding(self, name: str) -> bool:
+        return name in self._encodings
+
     def load(self, names: Iterable[str] = tuple(_PATTERNS)) -> None:
         for name in names:
             self._encoding(name)
