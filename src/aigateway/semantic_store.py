@@ -231,7 +231,7 @@ class RedisSemantic:
             self._metrics.state_errors.inc(("semantic_get", "miss"))
             return None
         same = [
-            (k.decode(), bytes(v))
+            (k.decode(), v)
             for k, v in zip(flat[0::2], flat[1::2], strict=True)
             if len(v) == len(query)
         ]
