@@ -463,3 +463,42 @@ async def test_admin_usage_summarises_the_log(make_gateway: GatewayFactory, tmp_
     assert body["total"]["cost_usd"] == pytest.approx(3 * 0.014)
     assert body["by"]["project"]["acme"]["input_tokens"] == 30
     assert len(body["series"]) == 1
+
+
+SERVED = """\
+version: 1
+{log}providers:
+  demo: {{type: mock}}
+models:
+  fast: {{targets: [{{provider: demo, model: m}}]}}
+projects: {{p: {{}}}}
+keys:
+  - {{id: k, project: p, sha256: "{sha}"}}
+"""
+
+
+@pytest.mark.parametrize("has_log", [False, True])
+async def test_sqlite_is_loaded_only_by_a_gateway_with_a_log(tmp_path: Path, has_log: bool) -> None:
+    """SQLite and its modules (~1.4 MiB) are in a serving gateway's memory only when
+    it writes a prompt log (its mapped libraries are the evidence)."""
+    from aigateway.keys import digest
+    from tests.conftest import free_port
+    from tests.procs import serve, stop, wait_ready
+
+    key = "aig-sqlite-probe-0123456789"
+    log = f'prompt_log: {{path: "{tmp_path / "prompts.sqlite"}"}}\n' if has_log else ""
+    path = tmp_path / "gateway.yaml"
+    path.write_text(SERVED.format(log=log, sha=digest(key)))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = serve(path, port, "--no-watch")
+    try:
+        await wait_ready(url, proc)
+        async with openai.AsyncOpenAI(base_url=url + "/v1", api_key=key, max_retries=0) as c:
+            await c.chat.completions.create(
+                model="fast", messages=[{"role": "user", "content": "hi"}]
+            )
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+    finally:
+        stop(proc)
+    assert ("_sqlite3" in maps) is has_log

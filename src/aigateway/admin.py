@@ -14,9 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
-from aigateway import __version__, guard, logread
+from aigateway import __version__, guard
 from aigateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, NotFound
 from aigateway.keys import digest, key_from_headers
+from aigateway.ledger import DIMENSIONS
 from aigateway.middleware.parse import parse_json
 from aigateway.promptlog import log_files
 from aigateway.web_common import (
@@ -99,13 +100,15 @@ async def usage(request: web.Request) -> web.StreamResponse:
         log = request.app.get(PROMPT_LOG)
         if log is None:
             raise NotFound("No prompt_log is configured: there is no usage to summarise.")
+        from aigateway import logread  # sqlite3: loaded only by gateways that have a log
+
         q = request.query
-        by = q.getall("by", []) or list(logread.DIMENSIONS)
+        by = q.getall("by", []) or list(DIMENSIONS)
         series = q.get("series")
         if series not in (None, "day", "hour"):
             raise InvalidRequest("series must be 'day' or 'hour'", param="series")
         for dim in by:
-            if dim not in logread.DIMENSIONS and not dim.startswith("label:"):
+            if dim not in DIMENSIONS and not dim.startswith("label:"):
                 raise InvalidRequest(f"unknown breakdown {dim[:100]!r}", param="by")
         try:
             now = time.time()

@@ -2,6 +2,10 @@
 
 Every command takes one or more ``--log`` paths (a replica's log each; rotated
 files next to a path are included), or ``--config`` to use ``prompt_log.path``.
+
+The commands import ``logread`` (and with it sqlite3) themselves: every other
+command, ``aigateway serve`` above all, builds this module's parser and goes
+without them.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aigateway import logread
 from aigateway.config.load import load_config
 from aigateway.errors import ConfigError
+from aigateway.ledger import DIMENSIONS
 from aigateway.promptlog import log_files
 
 
@@ -43,8 +47,7 @@ def add_parser(sub: Any) -> None:
     stats.add_argument(
         "--by",
         action="append",
-        help=f"breakdown: {', '.join(logread.DIMENSIONS)} or label:NAME (repeatable; "
-        "default: all columns)",
+        help=f"breakdown: {', '.join(DIMENSIONS)} or label:NAME (repeatable; default: all columns)",
     )
     stats.add_argument("--series", choices=["day", "hour"], help="a time series too")
     stats.add_argument("--json", action="store_true", help="one JSON object")
@@ -102,20 +105,26 @@ def _paths(args: argparse.Namespace) -> list[list[Path]] | None:
 
 
 def _time(text: str | None) -> float | None:
+    from aigateway import logread
+
     return logread.parse_when(text, time.time())
 
 
 def _rows(args: argparse.Namespace, logs: list[list[Path]], **kw: Any) -> Any:
+    from aigateway import logread
+
     since, until = _time(getattr(args, "since", None)), _time(getattr(args, "until", None))
     for files in logs:
         yield from logread.rows(files, since=since, until=until, **kw)
 
 
 def _stats(args: argparse.Namespace) -> int:
+    from aigateway import logread
+
     logs = _paths(args)
     if logs is None:
         return 1
-    result = logread.stats(_rows(args, logs), by=args.by or logread.DIMENSIONS, series=args.series)
+    result = logread.stats(_rows(args, logs), by=args.by or DIMENSIONS, series=args.series)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -158,6 +167,8 @@ def _line(row: dict[str, Any]) -> str:
 
 
 def _tail(args: argparse.Namespace) -> int:
+    from aigateway import logread
+
     logs = _paths(args)
     if logs is None:
         return 1
@@ -180,11 +191,15 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 def _max_seq(path: Path) -> int:
+    from aigateway import logread
+
     with logread.connect(path) as db:
         return int(db.execute("SELECT coalesce(max(seq), 0) FROM requests").fetchone()[0])
 
 
 def _show(args: argparse.Namespace) -> int:
+    from aigateway import logread
+
     logs = _paths(args)
     if logs is None:
         return 1
@@ -215,6 +230,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from aigateway import logread
+
     logs = _paths(args)
     if logs is None:
         return 1

@@ -55,6 +55,9 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("response_body", "TEXT"),
 )
 NAMES: tuple[str, ...] = tuple(name for name, _ in COLUMNS)
+#: the columns usage statistics break down by (``aigateway log stats --by``,
+#: ``/admin/usage``); ``label:<name>`` breaks down by a config label
+DIMENSIONS = ("project", "key_id", "route", "served_model", "provider")
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -17,9 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from aigateway import ledger
-
-#: stats breakdowns by these columns; "label:<name>" breaks down by a config label
-DIMENSIONS = ("project", "key_id", "route", "served_model", "provider")
+from aigateway.ledger import DIMENSIONS
 
 
 def connect(path: Path) -> sqlite3.Connection:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aigateway import limits, logread
+from aigateway import limits
 from aigateway.config.model import GatewayConfig
 from aigateway.policy import compile_policies
 
@@ -19,6 +19,8 @@ def spend_to_restore(
     config: GatewayConfig, paths: list[Path], now: float
 ) -> list[tuple[str, int, float | None]]:
     """(budget counter, amount spent, window end) for every budget of ``config``."""
+    from aigateway import logread  # sqlite3: loaded only by gateways that have a log
+
     out: list[tuple[str, int, float | None]] = []
     by_start: dict[float, dict[tuple[str, str], tuple[int, int]]] = {}
     done: set[str] = set()
