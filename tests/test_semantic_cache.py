@@ -91,6 +91,32 @@ async def test_memory_store_is_bounded_in_all() -> None:
     assert sum([await store.nearest(f"p{i}", v(1, 0)) is not None for i in range(20)]) == 5
 
 
+async def test_memory_store_holds_each_vector_once() -> None:
+    """After a lookup an entry's vector is its row of the partition's matrix: the
+    store holds the vectors once (1536 dimensions: 6 KiB each), not once in the
+    entries and again in the matrix, and a rebuilt matrix frees the one before it."""
+    import tracemalloc
+
+    rng = random.Random(3)
+    rows, dims = 300, 1536
+    raw = [[rng.gauss(0, 1) for _ in range(dims)] for _ in range(rows + 20)]
+    tracemalloc.start()
+    try:
+        store = MemorySemantic(max_entries=10_000)
+        for i in range(rows):  # the store holds the only reference to each vector
+            await store.add("p", f"k{i}", v(*raw[i]), 60, 10_000)
+        for i in range(rows, rows + 20):  # a lookup, then an add, 20 times: 20 rebuilds
+            assert (await store.nearest("p", v(*raw[0])) or ("",))[0] == "k0"
+            await store.add("p", f"k{i}", v(*raw[i]), 60, 10_000)
+        assert (await store.nearest("p", v(*raw[rows])) or ("",))[0] == f"k{rows}"
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    one_copy = (rows + 20) * dims * 4
+    # one copy of the vectors (the matrix), plus views and keys (~0.5 KiB an entry)
+    assert one_copy < held < one_copy * 1.25, (held, one_copy)
+
+
 @pytest.mark.redis
 async def test_redis_store(redis_server: RedisServer) -> None:
     client = redis_client(redis_server.url, 2)

@@ -93,8 +93,12 @@ class SemanticStore(Protocol):
 
 @dataclass
 class _Partition:
-    #: entry key → (expires at, unit vector), oldest first
-    entries: OrderedDict[str, tuple[float, Vector]] = field(default_factory=OrderedDict)
+    #: entry key → (expires at, unit vector), oldest first. Once in a matrix, an
+    #: entry's vector is a view of its row there: each vector is held once, not
+    #: once by its entry and again by the matrix
+    entries: OrderedDict[str, tuple[float, Vector | memoryview]] = field(
+        default_factory=OrderedDict
+    )
     #: the earliest expiry among the entries (nothing to drop before then)
     next_expiry: float = math.inf
     #: the entries' keys and vectors as one matrix, built at the first lookup after
@@ -104,6 +108,20 @@ class _Partition:
 
     def changed(self) -> None:
         self.matrix = None
+
+    def build(self) -> bytes:
+        """The matrix, its rows the entries in order; the entries then view their
+        rows, so the previous matrix (or a vector's own bytes) is freed."""
+        matrix = b"".join([vector for _, vector in self.entries.values()])
+        view = memoryview(matrix)
+        at = 0
+        for key, (ends, vector) in list(self.entries.items()):
+            size = len(vector)
+            self.entries[key] = (ends, view[at : at + size])
+            at += size
+        self.keys = list(self.entries)
+        self.matrix = matrix
+        return matrix
 
 
 class MemorySemantic:
@@ -128,10 +146,8 @@ class MemorySemantic:
         if not part.entries:
             del self._parts[partition]
             return None
-        if part.matrix is None:
-            part.keys = list(part.entries)
-            part.matrix = b"".join([vector for _, vector in part.entries.values()])
-        return _best(part.keys, part.matrix, query)
+        matrix = part.build() if part.matrix is None else part.matrix
+        return _best(part.keys, matrix, query)
 
     async def add(
         self, partition: str, key: str, vector: Vector, ttl_s: float, max_entries: int
