@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     import aiosqlite
 
 # sqlite3 and aiosqlite (~1.4 MiB of RSS with their modules and libsqlite3) are
-# imported when a log is opened or read, not by every gateway that imports this
+# imported when a log is opened or read: every gateway imports this module, and
+# only those with a prompt_log need them.
 
 RETRY_S = 1.0
 #: at most this many rows per transaction (one INSERT statement)
