@@ -15,12 +15,14 @@ import structlog
 from openai.types.chat import ChatCompletionMessageParam
 
 from aigateway import cli, ledger, logread
+from aigateway.keys import digest
 from aigateway.metrics import Metrics
 from aigateway.promptlog import PromptLog, log_files
 from aigateway.tasks import Tasks
 from aigateway.web_common import PROMPT_LOG
-from tests.conftest import KEY, OTHER_KEY, GatewayFactory
+from tests.conftest import KEY, OTHER_KEY, GatewayFactory, free_port
 from tests.fakes import Reply, chunk_events, completion, error_body
+from tests.procs import serve, stop, wait_ready
 
 ACME = "acme: {models: [gpt-4o, with-backup, text-embedding-3-small, mock]"
 PRICED = """
@@ -434,8 +436,6 @@ async def test_memory_budgets_survive_a_restart_through_the_log(
 
 
 async def test_admin_usage_summarises_the_log(make_gateway: GatewayFactory, tmp_path: Path) -> None:
-    from aigateway.keys import digest
-
     admin = "aig-admin-usage-0123456789"
     path = tmp_path / "prompts.sqlite"
 
@@ -481,10 +481,6 @@ keys:
 async def test_sqlite_is_loaded_only_by_a_gateway_with_a_log(tmp_path: Path, has_log: bool) -> None:
     """SQLite and its modules (~1.4 MiB) are in a serving gateway's memory only when
     it writes a prompt log (its mapped libraries are the evidence)."""
-    from aigateway.keys import digest
-    from tests.conftest import free_port
-    from tests.procs import serve, stop, wait_ready
-
     key = "aig-sqlite-probe-0123456789"
     log = f'prompt_log: {{path: "{tmp_path / "prompts.sqlite"}"}}\n' if has_log else ""
     path = tmp_path / "gateway.yaml"
