@@ -32,6 +32,7 @@ COMPILED = (
     "pipeline",
     "policy",
     "pricing",
+    "price_table",
     "proxy",
     "quota",
     "redact",

@@ -51,7 +51,7 @@ CONNECTIONS = (1, 32, 256)
 #: each is embedded (an upstream call) and answered by the first one's entry;
 #: minimal_json, minimal_sse: the plain routes on a third gateway whose config has no
 #: limits, budgets, guardrails or caches anywhere (what a plain deployment runs; its
-#: RSS has no tokenizer, price data or vector kernels in it)
+#: RSS has no tokenizer or vector kernels in it, only OpenAI's price table)
 KINDS = (
     "json", "sse", "failover", "governed", "logged", "guarded", "guarded_sse", "cached",
     "semantic", "minimal_json", "minimal_sse",
@@ -188,9 +188,13 @@ def gateway_conf(upstream: str) -> str:
         version: 1
         server: {{log_level: info}}
         providers:
-          json-up: {{type: openai, base_url: "{upstream}/json/v1", api_key: "sk-bench"}}
-          sse-up: {{type: openai, base_url: "{upstream}/sse/v1", api_key: "sk-bench"}}
-          fail-up: {{type: openai, base_url: "{upstream}/fail/v1", api_key: "sk-bench"}}
+          # priced as OpenAI's own API is (genai-prices' table), as in production
+          json-up: {{type: openai, base_url: "{upstream}/json/v1", api_key: "sk-bench",
+                    price_as: openai}}
+          sse-up: {{type: openai, base_url: "{upstream}/sse/v1", api_key: "sk-bench",
+                   price_as: openai}}
+          fail-up: {{type: openai, base_url: "{upstream}/fail/v1", api_key: "sk-bench",
+                    price_as: openai}}
         models:
           bench-json: {{targets: [{{provider: json-up, model: gpt-4o}}]}}
           bench-sse: {{targets: [{{provider: sse-up, model: gpt-4o}}]}}
@@ -202,9 +206,6 @@ def gateway_conf(upstream: str) -> str:
           # a primary that always fails (503) and a healthy fallback
           bench-failover:
             targets: [{{provider: fail-up, model: gpt-4o}}, {{provider: json-up, model: gpt-4o}}]
-        pricing:   # every answer is priced, as in production
-          "gpt-4o-2024-08-06": {{input_per_mtok: 2.5, output_per_mtok: 10,
-                                cached_input_per_mtok: 1.25}}
         projects:
           bench: {{}}
           governed:

@@ -37,6 +37,8 @@ LAYERS: dict[str, int] = {
     "retries": 1,
     "estimate": 1,
     "pricing": 1,
+    "price_table": 1,
+    "price_export": 1,
     "tokens": 1,
     "limits": 1,
     "quota": 2,

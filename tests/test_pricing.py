@@ -15,7 +15,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 
 from aigateway.config.model import Price
-from aigateway.pricing import PriceBook, may_be_public
+from aigateway.pricing import PriceBook, PriceTables, may_be_public
 from aigateway.usage import Usage
 from tests.conftest import KEY, GatewayFactory
 
@@ -23,10 +23,17 @@ OPENAI = "https://api.openai.com/v1"
 ANTHROPIC = "https://api.anthropic.com/v1"
 
 
+#: one set of tables for the module's books (each draws them in a child process)
+TABLES = PriceTables()
+
+
 def book(overrides: dict[str, Price] | None = None, unpriced: list | None = None) -> PriceBook:
     seen = unpriced if unpriced is not None else []
     return PriceBook(
-        overrides or {}, clock=lambda: 0.0, on_unpriced=lambda p, m: seen.append((p, m))
+        overrides or {},
+        clock=lambda: 0.0,
+        on_unpriced=lambda p, m: seen.append((p, m)),
+        tables=TABLES,
     )
 
 
@@ -36,10 +43,12 @@ GOLDEN = [
     (OPENAI, "gpt-4o", Usage(1000, 500, cached_tokens=400), "0.0070"),
     (OPENAI, "gpt-4o-2024-08-06", Usage(1000, 500), "0.0075"),  # dated snapshot
     (OPENAI, "gpt-4o", Usage(1000, 500, reasoning_tokens=100), "0.0075"),  # inside output
-    (ANTHROPIC, "claude-sonnet-4-5", Usage(1000, 500), "0.0105"),  # tiered: exact path
+    (ANTHROPIC, "claude-sonnet-4-5", Usage(1000, 500), "0.0105"),  # tiered, under 200k
     (ANTHROPIC, "claude-sonnet-4-5", Usage(1000, 500, cached_tokens=300), "0.00969"),
     # Anthropic cache creation (write) and read, disjoint from the uncached 500
     (ANTHROPIC, "claude-sonnet-4-5", Usage(1000, 500, 300, 0, 200), "0.00984"),
+    # over 200k prompt tokens: the long-context tier, 300,000 x 6 + 10 x 22.5
+    (ANTHROPIC, "claude-sonnet-4-5", Usage(300_000, 10), "1.800225"),
     (None, "anything", Usage(1000, 500), "0"),  # the built-in mock is free
 ]
 

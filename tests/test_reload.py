@@ -402,3 +402,24 @@ def test_only_changes_that_may_touch_the_config_are_acted_on(changed: str, acted
     from aigateway.config.watch import concerns
 
     assert concerns(Path("/etc/aigateway/gateway.yaml"))(Change.modified, changed) is acted_on
+
+
+async def test_a_reload_that_brings_a_price_source_prices_by_it(live) -> None:
+    free = config().replace("model: m-fast", "model: gpt-4o-mini")
+    gw = await live(free, watch=False)
+    body = {"model": "fast", "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(gw.url + "/v1/chat/completions", json=body, headers=headers) as r:
+            assert r.headers["x-aigateway-cost-usd"] == "0"  # the mock is free
+        gw.write(free.replace("type: mock,", "type: mock, price_as: openai,"))
+        async with s.post(
+            gw.url + "/admin/reload", headers={"Authorization": f"Bearer {ADMIN}"}
+        ) as reload:
+            assert (await reload.json())["changed"]
+        async with s.post(gw.url + "/v1/chat/completions", json=body, headers=headers) as r:
+            cost = r.headers["x-aigateway-cost-usd"]
+    last = [json.loads(x) for x in gw.log.getvalue().splitlines() if '"request"' in x][-1]
+    # gpt-4o-mini: $0.15 per million input tokens, $0.60 per million output tokens
+    expected = (last["prompt_tokens"] * 0.15 + last["completion_tokens"] * 0.6) / 1_000_000
+    assert float(cost) == pytest.approx(expected) and expected > 0

@@ -42,6 +42,7 @@ from aigateway.middleware.route import ResolveRoute
 from aigateway.observability import get_logger
 from aigateway.pipeline import JsonReply, RequestContext
 from aigateway.policy import token_needs
+from aigateway.pricing import PriceTables, price_problems, price_sources
 from aigateway.promptlog import PromptLog, log_files
 from aigateway.providers.anthropic_inbound import error_body as anthropic_error_body
 from aigateway.providers.anthropic_inbound import (
@@ -257,6 +258,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         store = app[STORE] = open_store(loaded.config.state, metrics)
         tokenizer = app[TOKENIZER]
 
+        price_tables = PriceTables()
+
         def prepare(loaded: LoadedConfig) -> None:
             # token limits and budgets count prompts: load those vocabularies
             # (0.2-0.4 s and 4-7 MiB each) before the config serves, not on a request
@@ -264,6 +267,16 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             if not all(tokenizer.has_encoding(name) for name in needs):
                 tokenizer.load(needs)
                 release_free_memory()  # the build's temporaries, freed mid-heap
+            # the price tables of its providers too (a child process, ~0.6 s)
+            problem = price_tables.ensure(price_sources(loaded.config))
+            if problem is not None:
+                log.warning(
+                    "price tables could not be drawn in a child process: genai-prices "
+                    "was loaded into the gateway instead (~5.6 MiB more memory)",
+                    reason=problem,
+                )
+            for config_error in price_problems(loaded.config, price_tables):
+                log.error("models of this provider are unpriced", problem=config_error)
 
         await asyncio.to_thread(prepare, loaded)
         cache, semantic = open_cache(loaded.config.cache, loaded.config.state, metrics)
@@ -303,6 +316,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
                 cache=cache,
                 semantic=semantic,
                 on_unpriced=unpriced,
+                price_tables=price_tables,
             )
 
         holder = app[HOLDER] = RuntimeHolder(build(loaded))

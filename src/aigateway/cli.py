@@ -89,10 +89,18 @@ def _load(path: str) -> LoadedConfig | None:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from aigateway.pricing import PriceTables, price_problems
+
     loaded = _load(args.path)
     if loaded is None:
         return 1
     cfg = loaded.config
+    problems = price_problems(cfg, PriceTables())
+    if problems:
+        print(f"{args.path}: invalid configuration", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
     print(
         f"{args.path}: ok (sha256 {loaded.sha256[:12]}): {len(cfg.providers)} providers, "
         f"{len(cfg.models)} models, {len(cfg.projects)} projects, {len(cfg.keys)} keys"
@@ -106,8 +114,7 @@ def _models(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from aigateway.config.model import MockProvider
-    from aigateway.pricing import PriceBook
+    from aigateway.pricing import PriceBook, provider_source
 
     loaded = _load(args.config)
     if loaded is None:
@@ -117,14 +124,10 @@ def _models(args: argparse.Namespace) -> int:
     rows = []
     for name, route in cfg.models.items():
         for target in route.targets:
-            provider = cfg.providers[target.provider]
-            base_url = None if isinstance(provider, MockProvider) else provider.base_url
+            source = provider_source(cfg.providers[target.provider])
             rates = (
-                None
-                if target.model == "*"
-                else prices.rates(target.provider, base_url, target.model)
+                None if target.model == "*" else prices.rates(target.provider, source, target.model)
             )
-            exact = rates is not None and rates.exact is not None
             rows.append(
                 {
                     "route": name,
@@ -132,11 +135,22 @@ def _models(args: argparse.Namespace) -> int:
                     "provider": target.provider,
                     "model": target.model,
                     "context_window": target.context_window,
-                    "input_per_mtok": None if rates is None or exact else str(rates.input),
-                    "output_per_mtok": None if rates is None or exact else str(rates.output),
-                    "cached_input_per_mtok": None
-                    if rates is None or exact
-                    else str(rates.cache_read),
+                    "input_per_mtok": None if rates is None else str(rates.input),
+                    "output_per_mtok": None if rates is None else str(rates.output),
+                    "cached_input_per_mtok": None if rates is None else str(rates.cache_read),
+                    "per_request_usd": None if rates is None else str(rates.request),
+                    # prompts over `above` tokens are billed at these rates instead
+                    "tiers": []
+                    if rates is None
+                    else [
+                        {
+                            "above": above,
+                            "input_per_mtok": str(r.input),
+                            "output_per_mtok": str(r.output),
+                            "cached_input_per_mtok": str(r.cache_read),
+                        }
+                        for above, r in rates.tiers
+                    ],
                     "priced": rates is not None,
                 }
             )
@@ -149,10 +163,15 @@ def _models(args: argparse.Namespace) -> int:
     for item in rows:
         if item["model"] == "*":
             price: tuple[object, ...] = ("per model", "-", "-")
-        elif item["input_per_mtok"] is not None:
-            price = (item["input_per_mtok"], item["output_per_mtok"], item["cached_input_per_mtok"])
+        elif item["priced"]:
+            # "+": longer prompts cost more (see --json for the tiers)
+            mark = "+" if item["tiers"] else ""
+            price = tuple(
+                f"{item[k]}{mark}"
+                for k in ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok")
+            )
         else:
-            price = ("tiered",) * 3 if item["priced"] else ("unpriced", "-", "-")
+            price = ("unpriced", "-", "-")
         cells = (
             str(item["route"]),
             str(item["strategy"]),

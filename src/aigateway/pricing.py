@@ -4,76 +4,58 @@ Prices come from, in order:
 
 1. ``pricing:`` in gateway.yaml, keyed ``"<provider name>/<model>"`` or ``"<model>"``
    (USD per million tokens), for local models and negotiated rates;
-2. genai-prices (bundled data, offline), matched by the provider's base URL and
-   the model the provider says served the request (a dated snapshot is priced as
-   itself, not as the alias the caller used);
+2. genai-prices (bundled data, offline), for the provider's *price source* — its
+   ``price_as:`` (a genai-prices provider id) or else its base URL — and the model
+   the provider says served the request (a dated snapshot is priced as itself,
+   not as the alias the caller used);
 3. otherwise the model is *unpriced*: cost ``None`` (the request is never failed
    for it), a warning once per model, and a metric.
+
+genai-prices is read through compact tables of the configured sources only
+(``price_table``, drawn out of it in a child process by ``price_export``), not
+imported: the gateway keeps ~0.2 MiB per source instead of ~5.6 MiB.
 
 genai-prices knows providers by their public API hosts (``https://api.openai.com``
 and ~60 more), so a base URL at an IP address, ``localhost``, a one-label name (a
 Kubernetes or Compose service) or a local-only suffix (``.local``, ``.internal``,
-``.svc``, ...) is never looked up there: a self-hosted server's models are
-unpriced without loading its data (~5.6 MiB of RSS, ~30 ms on the event loop).
+``.svc``, ...) is not a price source: a self-hosted server's models are unpriced
+unless ``pricing:`` or ``price_as:`` says otherwise.
 
-The built-in ``mock`` provider costs $0 unless overridden.
+The built-in ``mock`` provider costs $0 unless overridden (or given ``price_as``).
 
-genai-prices takes ~50 µs per lookup; the gateway resolves each (provider, model)
-once an hour and computes costs from the resolved per-token rates (a few Decimal
-operations). Tiered prices (e.g. long-context tiers) go through genai-prices'
-own calculation, exactly.
+The gateway resolves each (provider, model) once an hour and computes costs from
+the resolved rates (a few Decimal operations).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from aigateway.config.model import Price
+from aigateway.config.model import GatewayConfig, MockProvider, Price, ProviderConfig
+from aigateway.price_export import is_url, load
+from aigateway.price_table import FREE, PriceTable, Rates, TableError, parse_tables
 from aigateway.usage import Usage
 
-MILLION = Decimal(1_000_000)
+__all__ = (
+    "FREE",
+    "PriceBook",
+    "PriceTables",
+    "Rates",
+    "may_be_public",
+    "price_problems",
+    "price_sources",
+    "provider_source",
+)
+
 CACHE_TTL_S = 3600.0
 MAX_CACHED = 4096
 #: names only a local resolver answers (RFC 6761, 6762, 8375; Kubernetes services)
 LOCAL_SUFFIXES: Final = (".localhost", ".local", ".internal", ".home.arpa", ".lan", ".svc")
-
-
-@dataclass(frozen=True, slots=True)
-class Rates:
-    """USD per million tokens. ``exact`` computes tiered prices when set."""
-
-    input: Decimal
-    output: Decimal
-    cache_read: Decimal
-    cache_write: Decimal
-    exact: Callable[[Usage], Decimal] | None = None
-    #: tiered prices: the highest (input, output) rate of any tier, for reserving
-    #: budget before the real size is known
-    ceiling: tuple[Decimal, Decimal] | None = None
-
-    def cost(self, usage: Usage) -> Decimal:
-        if self.exact is not None:
-            return self.exact(usage)
-        return (
-            usage.uncached_input_tokens * self.input
-            + usage.cached_tokens * self.cache_read
-            + usage.cache_write_tokens * self.cache_write
-            + usage.completion_tokens * self.output
-        ) / MILLION
-
-    def worst_case(self) -> tuple[Decimal, Decimal]:
-        """The most one input and one output token can cost (USD per million)."""
-        if self.ceiling is not None:
-            return self.ceiling
-        return max(self.input, self.cache_write), self.output
-
-
-FREE = Rates(Decimal(0), Decimal(0), Decimal(0), Decimal(0))
 
 
 def rates_from_price(price: Price) -> Rates:
@@ -89,6 +71,68 @@ def rates_from_price(price: Price) -> Rates:
     )
 
 
+def provider_source(provider: ProviderConfig) -> str | None:
+    """Where a configured provider's prices come from: its ``price_as``, else its
+    base URL (None: the built-in mock, free)."""
+    if provider.price_as is not None:
+        return provider.price_as
+    return None if isinstance(provider, MockProvider) else provider.base_url
+
+
+def price_sources(config: GatewayConfig) -> list[str]:
+    """The config's price sources genai-prices may have a table for, once each."""
+    found: dict[str, None] = {}
+    for provider in config.providers.values():
+        source = provider_source(provider)
+        if source is not None and (not is_url(source) or may_be_public(source)):
+            found[source] = None
+    return list(found)
+
+
+def price_problems(config: GatewayConfig, tables: PriceTables) -> list[str]:
+    """``price_as`` values genai-prices has no provider for, by YAML path (loads
+    the tables of the config's sources)."""
+    tables.ensure(price_sources(config))
+    problems = []
+    for name, provider in config.providers.items():
+        if provider.price_as is not None:
+            table = tables.get(provider.price_as)
+            if isinstance(table, str):
+                problems.append(f"providers.{name}.price_as: {table}")
+    return problems
+
+
+class PriceTables:
+    """genai-prices' tables of the price sources met so far, by source; a source
+    it has none for maps to why. Outlives reloads (a table is loaded once)."""
+
+    def __init__(
+        self, loader: Callable[[list[str]], tuple[dict[str, Any], str | None]] = load
+    ) -> None:
+        self._loader = loader
+        self._tables: dict[str, PriceTable | str] = {}
+
+    def ensure(self, sources: Iterable[str]) -> str | None:
+        """Load the tables not loaded yet (blocking: a child process, ~0.6 s).
+        Returns why the child failed when the export ran in this process instead."""
+        missing = [s for s in dict.fromkeys(sources) if s not in self._tables]
+        if not missing:
+            return None
+        export, problem = self._loader(missing)
+        try:
+            found = parse_tables(export)
+        except (TableError, TypeError, ValueError, KeyError) as exc:
+            found, problem = {}, f"unreadable export: {exc}"
+        self._tables.update({s: found.get(s, "not exported") for s in missing})
+        return problem
+
+    def get(self, source: str) -> PriceTable | str:
+        """The source's table, or why there is none (loaded now if need be)."""
+        if source not in self._tables:
+            self.ensure([source])
+        return self._tables[source]
+
+
 class PriceBook:
     def __init__(
         self,
@@ -96,24 +140,27 @@ class PriceBook:
         *,
         clock: Callable[[], float],
         on_unpriced: Callable[[str, str], None],
+        tables: PriceTables | None = None,
     ) -> None:
         self._overrides = {name: rates_from_price(p) for name, p in overrides.items()}
+        self._tables = tables if tables is not None else PriceTables()
         self._clock = clock
         self._on_unpriced = on_unpriced
         self._cache: dict[tuple[str, str], tuple[float, Rates | None]] = {}
 
-    def cost(self, provider: str, base_url: str | None, model: str, usage: Usage) -> Decimal | None:
-        rates = self.rates(provider, base_url, model)
+    def cost(self, provider: str, source: str | None, model: str, usage: Usage) -> Decimal | None:
+        rates = self.rates(provider, source, model)
         return None if rates is None else rates.cost(usage)
 
-    def rates(self, provider: str, base_url: str | None, model: str) -> Rates | None:
-        """``base_url`` None means the built-in mock provider."""
+    def rates(self, provider: str, source: str | None, model: str) -> Rates | None:
+        """``source``: the provider's price source (``provider_source``); None
+        means the built-in mock."""
         key = (provider, model)
         now = self._clock()
         found = self._cache.get(key)
         if found is not None and now - found[0] < CACHE_TTL_S:
             return found[1]
-        rates = self._resolve(provider, base_url, model)
+        rates = self._resolve(provider, source, model)
         if len(self._cache) >= MAX_CACHED:
             self._cache.clear()  # models come from upstream answers: stay bounded
         self._cache[key] = (now, rates)
@@ -121,15 +168,18 @@ class PriceBook:
             self._on_unpriced(provider, model)
         return rates
 
-    def _resolve(self, provider: str, base_url: str | None, model: str) -> Rates | None:
+    def _resolve(self, provider: str, source: str | None, model: str) -> Rates | None:
         override = self._overrides.get(f"{provider}/{model}") or self._overrides.get(model)
         if override is not None:
             return override
-        if base_url is None:
+        if source is None:
             return FREE
-        if not may_be_public(base_url):
+        if is_url(source) and not may_be_public(source):
             return None
-        return _genai_rates(base_url, model)
+        table = self._tables.get(source)
+        if isinstance(table, str):
+            return None
+        return table.rates(model, datetime.now(UTC))
 
 
 def may_be_public(base_url: str) -> bool:
@@ -147,56 +197,3 @@ def may_be_public(base_url: str) -> bool:
     except ValueError:
         return not host.endswith(LOCAL_SUFFIXES)
     return False
-
-
-def _genai_rates(base_url: str, model: str) -> Rates | None:
-    from genai_prices import Usage as GUsage
-    from genai_prices import calc_price
-
-    try:
-        found = calc_price(
-            GUsage(input_tokens=0, output_tokens=0), model, provider_api_url=base_url
-        )
-    except LookupError:
-        return None
-    price = found.model_price
-    fields = (price.input_mtok, price.output_mtok, price.cache_read_mtok, price.cache_write_mtok)
-    flat = [f if isinstance(f, Decimal) else None for f in fields]
-    if all(f is None or isinstance(f, Decimal) for f in fields):
-        input_rate, output_rate, read_rate, write_rate = flat
-        base = input_rate or Decimal(0)
-        return Rates(
-            input=base,
-            output=output_rate or Decimal(0),
-            cache_read=read_rate if read_rate is not None else base,
-            cache_write=write_rate if write_rate is not None else base,
-        )
-
-    def exact(usage: Usage) -> Decimal:
-        result = price.calc_price(_genai_usage(usage))
-        return Decimal(result["total_price"])
-
-    ceiling = (_highest(price.input_mtok, price.cache_write_mtok), _highest(price.output_mtok))
-    return Rates(Decimal(0), Decimal(0), Decimal(0), Decimal(0), exact=exact, ceiling=ceiling)
-
-
-def _highest(*prices: Any) -> Decimal:
-    """The top rate of flat or tiered genai-prices fields (None counts as 0)."""
-    top = Decimal(0)
-    for p in prices:
-        if isinstance(p, Decimal):
-            top = max(top, p)
-        elif p is not None:  # TieredPrices: a base and tiers above it
-            top = max(top, p.base, *(tier.price for tier in p.tiers))
-    return top
-
-
-def _genai_usage(usage: Usage) -> Any:
-    from genai_prices import Usage as GUsage
-
-    return GUsage(
-        input_tokens=usage.prompt_tokens,
-        cache_read_tokens=usage.cached_tokens or None,
-        cache_write_tokens=usage.cache_write_tokens or None,
-        output_tokens=usage.completion_tokens,
-    )

@@ -37,7 +37,7 @@ from aigateway.middleware.semantic import SemanticLookup
 from aigateway.mock_transport import MockTransport
 from aigateway.pipeline import ByKeyAndRoute, Handler, Middleware, Selective, build_chain
 from aigateway.policy import compile_policies
-from aigateway.pricing import PriceBook
+from aigateway.pricing import PriceBook, PriceTables, provider_source
 from aigateway.promptlog import PromptLog
 from aigateway.providers.anthropic import AnthropicAdapter
 from aigateway.providers.azure import AzureAdapter
@@ -81,16 +81,16 @@ def build_runtime(
     cache: CacheStore | None = None,
     semantic: SemanticStore | None = None,
     on_unpriced: Callable[[str, str], None] = lambda provider, model: None,
+    price_tables: PriceTables | None = None,
 ) -> Runtime:
     config = loaded.config
     keys = KeyIndex(config.keys, config.projects)
     providers = {name: _provider(name, p, http) for name, p in config.providers.items()}
-    prices = PriceBook(config.pricing, clock=time.monotonic, on_unpriced=on_unpriced)
-    base_urls = {
-        name: None if isinstance(p, MockProvider) else p.base_url
-        for name, p in config.providers.items()
-    }
-    account = Account(prices, base_urls)
+    prices = PriceBook(
+        config.pricing, clock=time.monotonic, on_unpriced=on_unpriced, tables=price_tables
+    )
+    sources = {name: provider_source(p) for name, p in config.providers.items()}
+    account = Account(prices, sources)
     middlewares: list[Middleware] = []
     if prompt_log is not None and config.prompt_log is not None:
         middlewares.append(Record(prompt_log, config, spawn))  # outermost: sees the end

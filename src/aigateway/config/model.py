@@ -178,6 +178,11 @@ class _ProviderBase(Strict):
     timeouts: Timeouts = Timeouts()
     #: extra headers sent upstream with every request (values may be ${ENV})
     headers: dict[str, str] = {}
+    #: price this provider's models from this genai-prices provider's list (e.g.
+    #: ``openai`` for a proxy in front of OpenAI); default: by the base URL
+    price_as: (
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")] | None
+    ) = None
 
 
 #: OpenAI-compatible services: their base URL, and whether they accept

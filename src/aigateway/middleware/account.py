@@ -23,17 +23,17 @@ def usd(cost: Decimal) -> str:
 
 
 class Account:
-    def __init__(self, prices: PriceBook, base_urls: Mapping[str, str | None]) -> None:
+    def __init__(self, prices: PriceBook, sources: Mapping[str, str | None]) -> None:
         self._prices = prices
-        #: provider name → its base URL (None: the built-in mock)
-        self._base_urls = base_urls
+        #: provider name → its price source (``pricing.provider_source``)
+        self._sources = sources
 
     def cost(self, ctx: RequestContext, usage: Usage | None) -> Decimal | None:
         if usage is None or ctx.target is None:
             return None
         provider = ctx.target.provider
         model = ctx.served_model or ctx.attempts[-1].model
-        return self._prices.cost(provider, self._base_urls.get(provider), model, usage)
+        return self._prices.cost(provider, self._sources.get(provider), model, usage)
 
     def total(self, ctx: RequestContext, usage: Usage | None) -> Decimal | None:
         """What the request cost: its answer (nothing, from the cache) and the
@@ -48,7 +48,7 @@ class Account:
 
     def worst_case(self, provider: str, model: str) -> tuple[Decimal, Decimal] | None:
         """The most an input and an output token of this model can cost (USD/Mtok)."""
-        rates = self._prices.rates(provider, self._base_urls.get(provider), model)
+        rates = self._prices.rates(provider, self._sources.get(provider), model)
         return None if rates is None else rates.worst_case()
 
     async def __call__(self, ctx: RequestContext, call_next: Handler) -> Reply:
