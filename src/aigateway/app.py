@@ -272,7 +272,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             if problem is not None:
                 log.warning(
                     "price tables could not be drawn in a child process: genai-prices "
-                    "was loaded into the gateway instead (~5.6 MiB more memory)",
+                    "was loaded into the gateway instead (~5 MiB more memory)",
                     reason=problem,
                 )
             for config_error in price_problems(loaded.config, price_tables):

@@ -1,7 +1,7 @@
 """Draw compact price tables (``price_table``) out of genai-prices.
 
 genai-prices holds ~2,300 models of ~60 providers as Python objects: importing
-it costs a process ~5.6 MiB of RSS for good. The gateway needs the few
+it costs a process ~5.3 MiB of RSS for good. The gateway needs the few
 providers it is configured for, so :func:`load` runs :func:`export` in a
 short-lived child process (``sys.executable``, ~0.6 s, at start-up and at a
 reload that brings a new price source) and keeps only the JSON tables it
@@ -13,8 +13,8 @@ which tokens a cache-write price covers, is genai-prices' business): they are
 measured. For each tier of prompt sizes, the price of a few usages is asked of
 genai-prices' own calculation, the per-bucket rates and the per-request fee
 solved from them, and the result checked at more usages, exactly (``Decimal``).
-A model whose price is not linear in the tokens so (none, in genai-prices
-0.2.3) gets no rates, and the reason.
+A model whose prices those rates do not reproduce (none in genai-prices 0.2.3)
+gets no rates, only the reason: it is unpriced.
 
 ``price source``: a base URL (the provider genai-prices finds by its
 ``api_pattern``) or a genai-prices provider id (``price_as:`` in gateway.yaml).
@@ -237,7 +237,8 @@ def load(sources: Sequence[str], *, python: str | None = None) -> tuple[dict[str
 def _child(sources: Sequence[str], executable: str) -> tuple[dict[str, Any] | None, str]:
     try:
         done = subprocess.run(  # noqa: S603 (this interpreter, a fixed program)
-            [executable, "-c", _CHILD],
+            # -P: the working directory is not put on the child's import path
+            [executable, "-P", "-c", _CHILD],
             input=json.dumps(list(sources)).encode(),
             capture_output=True,
             timeout=CHILD_TIMEOUT_S,

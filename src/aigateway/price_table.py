@@ -5,7 +5,7 @@ A table is what ``price_export`` draws out of genai-prices for one price source
 it, finds the model an upstream named, and gives its :class:`Rates` at a moment.
 The gateway thus holds the prices of the providers it is configured for
 (~0.2 MiB for OpenAI's) instead of genai-prices' package and all its data
-(~5.6 MiB of RSS).
+(~5.3 MiB of RSS).
 
 The lookup is genai-prices' own, rule for rule: the provider's models in order,
 then those of its fallback providers (one step), the first whose ``match``
