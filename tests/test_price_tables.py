@@ -15,7 +15,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import genai_prices
 import pytest
+from genai_prices import data_snapshot
 from openai import AsyncOpenAI
 
 from aigateway import price_export
@@ -23,9 +25,6 @@ from aigateway.price_table import PriceTable, Rates, TableError, parse_tables
 from aigateway.pricing import PriceBook, PriceTables, price_problems, price_sources
 from aigateway.usage import Usage
 from tests.conftest import KEY, GatewayFactory
-
-genai_prices = pytest.importorskip("genai_prices")
-from genai_prices import data_snapshot  # noqa: E402
 
 SNAPSHOT = data_snapshot.get_snapshot()
 PROVIDER_IDS = [p.id for p in SNAPSHOT.providers]
