@@ -4,7 +4,7 @@ A table is what ``price_export`` draws out of genai-prices for one price source
 (a base URL or a genai-prices provider id), as plain JSON data; this module reads
 it, finds the model an upstream named, and gives its :class:`Rates` at a moment.
 The gateway thus holds the prices of the providers it is configured for
-(~0.2 MiB for OpenAI's) instead of genai-prices' package and all its data
+(~0.4 MiB of RSS for OpenAI's) instead of genai-prices' package and all its data
 (~5.3 MiB of RSS).
 
 The lookup is genai-prices' own, rule for rule: the provider's models in order,
@@ -211,9 +211,9 @@ class PriceTable:
             raise TableError("a table has a list of models")
         try:
             return cls(raw["provider"], [_model(m) for m in models])
+        except TableError:
+            raise
         except (ValueError, TypeError, ArithmeticError, re.error) as exc:
-            if isinstance(exc, TableError):
-                raise
             raise TableError(f"{type(exc).__name__}: {exc}") from exc
 
     def find(self, model: str) -> TableModel | None:

@@ -13,7 +13,7 @@ Prices come from, in order:
 
 genai-prices is read through compact tables of the configured sources only
 (``price_table``, drawn out of it in a child process by ``price_export``), not
-imported: the gateway keeps ~0.2 MiB per source instead of ~5.3 MiB.
+imported: the gateway keeps ~0.4 MiB of RSS for OpenAI's instead of ~5.3 MiB.
 
 genai-prices knows providers by their public API hosts (``https://api.openai.com``
 and ~60 more), so a base URL at an IP address, ``localhost``, a one-label name (a
